@@ -1,0 +1,50 @@
+# Two entry points (README): `make demo` runs the main job end to end on an emulated fleet,
+# `make test` runs the tests. Both install what they need on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+# Debian packages: sshd for emulated boards, python3-venv for the boards' venvs, iproute2/nftables
+# for the boards' network namespaces and fault injection.
+APT_PACKAGES := openssh-server python3-venv iproute2 nftables
+
+.PHONY: setup system-deps demo test models sim-down clean
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing — run: sudo apt-get install$$missing" >&2; exit 2; fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(MAKE) system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[controller,build]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+models: setup
+	$(BIN)/fleet models build whisper-tiny.en
+
+demo: models
+	$(BIN)/fleet sim up --boards 3 --mix pi5-hailo8l:2,rk3588:1 --replace
+	$(BIN)/fleet deploy --inventory inventory/sim.yml
+	$(BIN)/fleet test suites/whisper_hybrid --inventory inventory/sim.yml
+	@echo "The emulated boards keep running: 'fleet sim status', 'fleet results', 'fleet sim down'."
+
+test: models
+	$(BIN)/python -m pytest tests -v
+
+sim-down:
+	-$(BIN)/fleet sim down
+
+clean: sim-down
+	rm -rf artifacts runs results .fleet

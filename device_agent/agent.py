@@ -1,0 +1,228 @@
+"""The agent: board facts (``info``), loaded pipelines, and the JSON-lines ``serve`` loop.
+
+Pipelines stay loaded between requests, keyed by (pipeline, model_dir, load options), so a
+suite pays the load once per variant. Every reply carries ``timings.handle_ms``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import BinaryIO
+
+from . import __version__
+from .backends import create_backends
+from .backends.base import Backend
+from .config import BoardConfig
+from .manifest import list_models
+from .pipelines import PIPELINES, Pipeline, pipeline_class
+from .protocol import (MAX_MESSAGE_BYTES, AgentError, BadInput, Internal, NotLoaded, Oversized,
+                       Reply, Request, decode_request, encode_reply, request_id)
+
+
+def cpu_info() -> dict:
+    """{model, count, machine}: CPU model from /proc/cpuinfo (x86 'model name', Arm 'Model' or
+    'Hardware' lines), logical CPU count."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, val = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and val.strip():
+                model = val.strip()
+                break
+    except OSError:
+        pass
+    return {"model": model or "unknown", "count": os.cpu_count(), "machine": platform.machine()}
+
+
+def memory_info() -> dict:
+    """{total_mb, available_mb} from /proc/meminfo (MiB), empty if unreadable."""
+    out = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("MemTotal", "MemAvailable"):
+                out["total_mb" if key == "MemTotal" else "available_mb"] = int(val.split()[0]) // 1024
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+class Agent:
+    """Handles requests (docs/contracts.md §4; ``device_agent.protocol`` documents the ops).
+
+    Args:
+        config: this board.
+        backends: backend name → Backend (default: onnx, hailo, rknn).
+    """
+
+    def __init__(self, config: BoardConfig, backends: dict[str, Backend] | None = None):
+        self.config = config
+        self.backends = backends or create_backends()
+        self.loaded: dict[tuple, Pipeline] = {}
+
+    # -- ops ---------------------------------------------------------------------------------
+    def info(self) -> dict:
+        """Board, backends (version or the reason absent), CPU, memory, versions, models (from
+        their manifests), declared pipelines with their options, and what is loaded."""
+        c = self.config
+        pipelines = {}
+        for name, cls in PIPELINES.items():
+            defaults = cls(c).default_options()
+            pipelines[name] = {"default_model": cls.default_model,
+                               "options": {o.name: {"default": defaults[o.name], "help": o.help,
+                                                    "choices": list(o.choices) if o.choices else None,
+                                                    "load": o.load} for o in cls.OPTIONS}}
+        return {
+            "board": c.board, "accelerator": c.accelerator, "emulated": c.emulated,
+            "fleet_root": str(c.root), "config_file": str(c.config_file) if c.config_file else None,
+            "backends": {name: b.describe() for name, b in self.backends.items()},
+            "cpu": cpu_info(), "memory": memory_info(),
+            "agent": {"version": __version__},
+            "python": {"version": platform.python_version(), "executable": sys.executable},
+            "models": list_models(c.root / "models"),
+            "pipelines": pipelines,
+            "loaded": [{"pipeline": k[0], "model_dir": k[1], "options": dict(k[2])} for k in self.loaded],
+        }
+
+    def _prepare(self, args: dict) -> tuple[Pipeline, Path, dict, tuple]:
+        cls = pipeline_class(args.get("pipeline"))
+        pipe = cls(self.config)
+        options = args.get("options") or {}
+        if not isinstance(options, dict):
+            raise BadInput("options must be a JSON object", 'pass e.g. "options": {"precision": "int8"}')
+        opts = pipe.resolve_options(options)
+        model_dir = self.config.resolve(args.get("model_dir") or f"models/{cls.default_model}", "model_dir")
+        return pipe, model_dir, opts, (cls.name, str(model_dir), pipe.load_key(opts))
+
+    def _ensure_loaded(self, args: dict, timings: dict) -> tuple[Pipeline, dict, bool]:
+        pipe, model_dir, opts, key = self._prepare(args)
+        if key in self.loaded:
+            return self.loaded[key], opts, False
+        t = time.perf_counter()
+        pipe.load(model_dir, self.backends, opts)
+        timings["load_ms"] = round((time.perf_counter() - t) * 1e3, 2)
+        self.loaded[key] = pipe
+        return pipe, opts, True
+
+    def load(self, args: dict, timings: dict) -> dict:
+        """Load a pipeline (no-op if loaded with the same load options)."""
+        pipe, opts, fresh = self._ensure_loaded(args, timings)
+        return {**pipe.info, "loaded_now": fresh,
+                "options": {o.name: opts[o.name] for o in pipe.OPTIONS if o.load}}
+
+    def run(self, args: dict, timings: dict) -> dict:
+        """Run a pipeline on ``args.input`` (loading it first if needed)."""
+        if not args.get("input"):
+            raise BadInput("run needs args.input", "pass the input path relative to fleet_root, "
+                           "e.g. data/speech/jfk.flac")
+        input_path = self.config.resolve(args["input"], "input")
+        pipe, opts, _ = self._ensure_loaded(args, timings)
+        return pipe.run(input_path, opts)
+
+    def unload(self, args: dict) -> dict:
+        """Unload every loaded instance of ``args.pipeline`` (all pipelines if omitted)."""
+        name = args.get("pipeline")
+        if name is not None:
+            pipeline_class(name)
+        keys = [k for k in self.loaded if name is None or k[0] == name]
+        if name is not None and not keys:
+            raise NotLoaded(f"pipeline {name!r} is not loaded", "nothing to unload")
+        for k in keys:
+            self.loaded.pop(k).unload()
+        return {"unloaded": len(keys)}
+
+    def close(self) -> None:
+        """Unload everything and release backends."""
+        self.unload({})
+        for b in self.backends.values():
+            b.close()
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def handle(self, req: Request) -> Reply:
+        """Run one request; never raises (errors become error replies)."""
+        t0 = time.perf_counter()
+        timings: dict = {}
+        try:
+            if req.op == "info":
+                result = self.info()
+            elif req.op == "load":
+                result = self.load(req.args, timings)
+            elif req.op == "run":
+                result = self.run(req.args, timings)
+            elif req.op == "unload":
+                result = self.unload(req.args)
+            else:  # shutdown
+                result = {}
+            reply = Reply.success(req.id, result, timings)
+        except AgentError as e:
+            reply = Reply.failure(req.id, e, timings)
+        except Exception as e:  # a bug: report it, keep serving
+            traceback.print_exc(file=sys.stderr)
+            reply = Reply.failure(req.id, Internal(f"{type(e).__name__}: {e}",
+                                                   "report this agent bug with the request"), timings)
+        timings["handle_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
+        return reply
+
+    def handle_line(self, line: bytes) -> tuple[bytes, bool]:
+        """Decode, handle and encode one line. Returns (reply line, stop?)."""
+        t0 = time.perf_counter()
+        try:
+            req = decode_request(line)
+        except AgentError as e:
+            rep = Reply.failure(request_id(line) if len(line) <= MAX_MESSAGE_BYTES else None, e,
+                                {"handle_ms": round((time.perf_counter() - t0) * 1e3, 3)})
+            return encode_reply(rep), False
+        rep = self.handle(req)
+        try:
+            data = encode_reply(rep)
+        except AgentError as e:
+            data = encode_reply(Reply.failure(req.id, e, rep.timings))
+        return data, req.op == "shutdown"
+
+
+def _read_line(f: BinaryIO, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes | None, bool]:
+    """One line of at most ``limit`` bytes → (line, oversized). An oversized line is drained up to
+    its newline so the next request starts clean. (None, False) at EOF."""
+    line = f.readline(limit + 1)
+    if not line:
+        return None, False
+    if len(line) > limit:
+        while not line.endswith(b"\n"):
+            line = f.readline(1 << 16)
+            if not line:
+                break
+        return b"", True
+    return line, False
+
+
+def serve(agent: Agent, infile: BinaryIO, outfile: BinaryIO) -> int:
+    """JSON lines: read requests from ``infile``, write replies to ``outfile``, until shutdown or
+    EOF. Returns the exit status (0). A malformed line gets an error reply, never a crash."""
+    try:
+        while True:
+            line, oversized = _read_line(infile)
+            if line is None:
+                break
+            if oversized:
+                err = Oversized(f"request line over the {MAX_MESSAGE_BYTES}-byte limit",
+                                "send smaller requests (paths, not file contents)")
+                data, stop = encode_reply(Reply.failure(None, err, {"handle_ms": 0.0})), False
+            elif not line.strip():
+                continue  # blank lines (e.g. a trailing newline) are ignored
+            else:
+                data, stop = agent.handle_line(line)
+            try:
+                outfile.write(data)
+                outfile.flush()
+            except BrokenPipeError:
+                break
+            if stop:
+                break
+    finally:
+        agent.close()
+    return 0

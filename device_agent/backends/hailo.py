@@ -1,0 +1,169 @@
+"""HailoRT (``hailo_platform``, .hef) for Hailo-8L / Hailo-8.
+
+Call sequence (reference/device_apis.md §1.1, HailoRT 4.23 ``hailo8`` branch, async API)::
+
+    params = VDevice.create_params(); params.scheduling_algorithm = HailoSchedulingAlgorithm.ROUND_ROBIN
+    vd = VDevice(params)
+    im = vd.create_infer_model(path); im.input(name).set_format_type(FormatType.FLOAT32) ...
+    cim = im.configure(); b = cim.create_bindings()
+    b.input(name).set_buffer(x); b.output(name).set_buffer(np.empty(im.output(name).shape, np.float32))
+    cim.run([b], timeout_ms)
+
+FLOAT32 user formats make HailoRT (de)quantise on the host. Stream shapes are per frame, without
+batch ((H, W, C) by default); ``run`` reshapes the caller's [1, ...] arrays to them and returns
+outputs as [1, *shape]. One process owns the device (pitfall §5.2), so one VDevice is shared by
+every model this process loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..protocol import BadInput, ModelError
+from .base import Backend, LoadedModel, TensorInfo, check_inputs, require_file
+
+INSTALL_HINT = ("install python3-hailort matching HailoRT and hailo-dkms "
+                "(apt hailo-all on Raspberry Pi OS)")
+DEFAULT_TIMEOUT_MS = 10000  # pyhailort DEFAULT_VSTREAM_TIMEOUT_MS
+
+
+def _hailo():
+    return importlib.import_module("hailo_platform")
+
+
+class HailoModel(LoadedModel):
+    """A configured HEF on the shared VDevice."""
+
+    backend = "hailo"
+
+    def __init__(self, path: Path, infer_model, configured, timeout_ms: int):
+        self.path = path
+        self._im = infer_model
+        self._cim = configured
+        self.timeout_ms = timeout_ms
+        self.inputs = [TensorInfo(n, tuple(infer_model.input(n).shape), "float32")
+                       for n in infer_model.input_names]
+        self.outputs = [TensorInfo(n, tuple(infer_model.output(n).shape), "float32")
+                        for n in infer_model.output_names]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_inputs(self, inputs)
+        if self._cim is None:
+            raise ModelError(f"{self.path.name}: model was closed", "load it again")
+        try:
+            bindings = self._cim.create_bindings()
+            for t in self.inputs:
+                x = np.asarray(inputs[t.name], dtype=np.float32)
+                if x.size != int(np.prod(t.shape)):
+                    raise BadInput(f"{self.path.name}: input {t.name} has {x.size} values, the HEF "
+                                   f"stream {t.shape} needs {int(np.prod(t.shape))}",
+                                   "feed one frame in the HEF's layout (NHWC without batch)")
+                bindings.input(t.name).set_buffer(np.ascontiguousarray(x.reshape(t.shape)))
+            outs = {t.name: np.empty(t.shape, dtype=np.float32) for t in self.outputs}
+            for name, buf in outs.items():
+                bindings.output(name).set_buffer(buf)
+            self._cim.run([bindings], self.timeout_ms)
+        except BadInput:
+            raise
+        except Exception as e:  # HailoRTException and friends
+            raise ModelError(f"{self.path.name}: HailoRT run failed: {type(e).__name__}: {e}",
+                             "check `hailortcli fw-control identify` and dmesg | grep hailo; "
+                             "HailoRT, hailo-dkms and python3-hailort must be the same version") from None
+        return {name: buf[None] for name, buf in outs.items()}
+
+    def close(self) -> None:
+        if self._cim is not None:
+            try:
+                self._cim.shutdown()
+            except Exception:
+                pass
+            self._cim = None
+            self._im = None
+
+
+class HailoBackend(Backend):
+    """Hailo NPU backend (HEF files). ``timeout_ms`` bounds each run."""
+
+    name = "hailo"
+    suffix = ".hef"
+
+    def __init__(self, timeout_ms: int = DEFAULT_TIMEOUT_MS):
+        self.timeout_ms = timeout_ms
+        self._vdevice = None
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            hp = _hailo()
+        except Exception as e:  # ImportError, or a binding/library version mismatch (pitfall §5.1)
+            return False, f"hailo_platform not importable: {INSTALL_HINT} ({type(e).__name__}: {e})"
+        try:
+            devices = hp.Device.scan()
+        except Exception as e:
+            return False, (f"Hailo device scan failed: {type(e).__name__}: {e}; check the driver "
+                           "(dmesg | grep hailo) and that hailo-dkms matches HailoRT")
+        if not devices:
+            return False, "no Hailo device found (Device.scan() returned nothing); check the PCIe link"
+        return True, ""
+
+    def version(self) -> str | None:
+        for dist in ("hailort", "hailo_platform", "hailo-platform"):
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        try:
+            return str(getattr(_hailo(), "__version__", "unknown"))
+        except Exception:
+            return None
+
+    def vdevice(self):
+        """The process's single VDevice (created on first use, ROUND_ROBIN scheduler)."""
+        if self._vdevice is None:
+            hp = _hailo()
+            try:
+                params = hp.VDevice.create_params()
+                params.scheduling_algorithm = hp.HailoSchedulingAlgorithm.ROUND_ROBIN
+                self._vdevice = hp.VDevice(params)
+            except Exception as e:
+                raise ModelError(f"cannot open the Hailo device: {type(e).__name__}: {e}",
+                                 "another process may own it (HAILO_OUT_OF_PHYSICAL_DEVICES): stop it, "
+                                 "or use the multi-process service") from None
+        return self._vdevice
+
+    def load(self, path: str | Path, **_options) -> HailoModel:
+        """Create, set FLOAT32 formats on, and configure an InferModel from a .hef.
+
+        Raises:
+            ModelError: hailo_platform missing, device busy, HEF for another arch, etc.
+        """
+        ok, reason = self.available()
+        if not ok:
+            raise ModelError(f"hailo backend not available: {reason}", INSTALL_HINT)
+        p = require_file(path, self.name)
+        hp = _hailo()
+        try:
+            im = self.vdevice().create_infer_model(str(p))
+            for n in im.input_names:
+                im.input(n).set_format_type(hp.FormatType.FLOAT32)
+            for n in im.output_names:
+                im.output(n).set_format_type(hp.FormatType.FLOAT32)
+            cim = im.configure()
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"HailoRT cannot load {p.name}: {type(e).__name__}: {e}",
+                             "compile the HEF for this device's arch (hw_arch hailo8l on a Hailo-8L) "
+                             "with a DFC matching the board's HailoRT") from None
+        return HailoModel(p, im, cim, self.timeout_ms)
+
+    def close(self) -> None:
+        if self._vdevice is not None:
+            try:
+                self._vdevice.release()
+            except Exception:
+                pass
+            self._vdevice = None

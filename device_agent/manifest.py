@@ -1,0 +1,128 @@
+"""Artifact manifests on the board: ``{fleet_root}/models/<model>/manifest.json``.
+
+Same schema as the controller's ``artifacts/manifest.json`` (docs/contracts.md §3), holding only
+the entries deployed to this board; the files sit flat next to it, so an entry's file is the
+basename of its ``path``. Every artifact is checked against its sha256 before it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .protocol import ModelError
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+_FIX_DEPLOY = "redeploy the models (fleet deploy), or rebuild them (fleet models build) first"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One manifest entry, located in ``model_dir``. ``entry`` is the raw manifest dict."""
+
+    model_dir: Path
+    entry: dict
+
+    @property
+    def file(self) -> str:
+        return os.path.basename(str(self.entry.get("path", "")))
+
+    @property
+    def path(self) -> Path:
+        return self.model_dir / self.file
+
+    @property
+    def sha256(self) -> str:
+        return str(self.entry.get("sha256", ""))
+
+    def get(self, key: str, default=None):
+        """A manifest field (role, variant, target, format, inputs, outputs, bytes, …)."""
+        return self.entry.get(key, default)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(model_dir: str | os.PathLike) -> list[Artifact]:
+    """The entries of ``model_dir/manifest.json``.
+
+    Raises:
+        ModelError: model_dir or its manifest missing, unreadable, wrong schema, or an entry
+            without path/sha256.
+    """
+    d = Path(model_dir)
+    mf = d / MANIFEST
+    if not d.is_dir():
+        raise ModelError(f"model folder {d} not found", _FIX_DEPLOY)
+    if not mf.is_file():
+        raise ModelError(f"{mf} not found", _FIX_DEPLOY)
+    try:
+        data = json.loads(mf.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {mf}: {e}", _FIX_DEPLOY) from None
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+        raise ModelError(f"{mf} has no 'artifacts' list", _FIX_DEPLOY)
+    if data.get("schema", SCHEMA) != SCHEMA:
+        raise ModelError(f"{mf} has schema {data.get('schema')}, this agent reads schema {SCHEMA}",
+                         "upgrade the agent (fleet deploy) to match the controller")
+    out = []
+    for i, e in enumerate(data["artifacts"]):
+        if not isinstance(e, dict) or not e.get("path") or not e.get("sha256"):
+            raise ModelError(f"{mf}: entry {i} lacks path or sha256", _FIX_DEPLOY)
+        out.append(Artifact(d, e))
+    return out
+
+
+def find(artifacts: list[Artifact], **match) -> Artifact | None:
+    """The first entry whose fields equal every ``match`` item (e.g. role='encoder', variant='int8')."""
+    for a in artifacts:
+        if all(a.entry.get(k) == v for k, v in match.items()):
+            return a
+    return None
+
+
+def verify(artifact: Artifact) -> str:
+    """Check the file exists and its sha256 equals the manifest's. Returns the sha256.
+
+    Raises:
+        ModelError: file missing, or sha256 mismatch (message gives expected and actual).
+    """
+    p = artifact.path
+    if not p.is_file():
+        raise ModelError(f"artifact {p} listed in {artifact.model_dir / MANIFEST} is missing", _FIX_DEPLOY)
+    actual = sha256_file(p)
+    if actual != artifact.sha256:
+        raise ModelError(f"sha256 mismatch for {p}: manifest expects {artifact.sha256}, file has {actual}",
+                         "the file is corrupt or stale: " + _FIX_DEPLOY)
+    return actual
+
+
+def list_models(models_root: str | os.PathLike) -> dict:
+    """Models under ``models_root`` as ``{model: {"files": {file: {sha256, role, variant, target,
+    format, bytes}}}}`` read from their manifests (files are not hashed here); a model whose
+    manifest cannot be read gets ``{"error": message}``."""
+    root = Path(models_root)
+    out: dict = {}
+    if not root.is_dir():
+        return out
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            arts = read_manifest(d)
+        except ModelError as e:
+            out[d.name] = {"error": e.message}
+            continue
+        out[d.name] = {"files": {a.file: {"sha256": a.sha256, **{k: a.get(k) for k in
+                                          ("role", "variant", "target", "format", "bytes")},
+                                          "present": a.path.is_file()}
+                                 for a in arts}}
+    return out

@@ -1,0 +1,22 @@
+"""Declared pipelines, by name. Only these can be loaded or run."""
+
+from __future__ import annotations
+
+from ..protocol import UnknownPipeline
+from .asr_whisper import WhisperHybrid
+from .base import Option, Pipeline
+from .rag_hybrid import RagHybrid
+
+PIPELINES: dict[str, type[Pipeline]] = {WhisperHybrid.name: WhisperHybrid, RagHybrid.name: RagHybrid}
+
+
+def pipeline_class(name: str) -> type[Pipeline]:
+    """The class of a declared pipeline. Raises UnknownPipeline listing the declared ones."""
+    try:
+        return PIPELINES[name]
+    except (KeyError, TypeError):
+        raise UnknownPipeline(f"unknown pipeline {name!r}",
+                              f"use one of {', '.join(sorted(PIPELINES))}") from None
+
+
+__all__ = ["PIPELINES", "Pipeline", "Option", "pipeline_class"]

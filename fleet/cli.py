@@ -1,0 +1,56 @@
+"""The `fleet` command: one sub-command per concept, each registered by its own package.
+
+Each package's ``cli.register(subparsers)`` adds its parser and sets ``func(args) -> int``.
+Heavy imports (ansible-runner, torch, pytest) happen inside the handlers, so `fleet --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fleet import __version__
+from fleet.errors import FleetError
+
+# (module with register()) in the order they appear in --help
+COMMANDS = [
+    "fleet.sim.cli",
+    "fleet.deploy.cli",
+    "fleet.models.cli",
+    "fleet.runner.cli",
+    "fleet.results.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleet",
+        description="Provision edge-AI boards with Ansible and run pytest suites on them.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMANDS:
+        importlib.import_module(mod).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FleetError as e:
+        print(f"fleet: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fleet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Which model artifacts each board gets (contracts §3), and their sha256 check before deploy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.errors import FleetError
+from fleet.inventory import Board
+
+DEFAULT_MODELS = ("whisper-tiny.en",)
+NPU_TARGETS = {"hailo8l", "hailo8", "rk3588"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One manifest entry resolved against the artifacts folder.
+
+    Attributes:
+        model: model name (``whisper-tiny.en``).
+        name: file name on the board (flat in ``models/<model>/``).
+        src: absolute path on the controller.
+        sha256: expected sha256 (hex).
+        entry: the manifest entry as written by `fleet models build`.
+    """
+
+    model: str
+    name: str
+    src: Path
+    sha256: str
+    entry: dict
+
+
+def build_hint(model: str) -> str:
+    """The command that rebuilds a model's artifacts."""
+    return f"fleet models build {model}"
+
+
+def load_manifest(artifacts_dir: Path) -> dict:
+    """Read ``artifacts/manifest.json``.
+
+    Raises:
+        FleetError: missing, not JSON, or without an ``artifacts`` list.
+    """
+    path = Path(artifacts_dir) / "manifest.json"
+    if not path.is_file():
+        raise FleetError(
+            f"no artifact manifest at {path}",
+            f"build the models first: {build_hint(DEFAULT_MODELS[0])} (or pass --artifacts DIR)",
+        )
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise FleetError(f"{path} is not valid JSON: {e}", f"rebuild it: {build_hint(DEFAULT_MODELS[0])}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
+        raise FleetError(f"{path} has no 'artifacts' list", f"rebuild it: {build_hint(DEFAULT_MODELS[0])}")
+    return data
+
+
+def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str, ...] = DEFAULT_MODELS) -> list[Artifact]:
+    """The artifacts ``board`` can run: target ``cpu`` entries of ``models`` for every board, plus
+    the HEF/RKNN entries of its accelerator when the board is real (not emulated).
+
+    Raises:
+        FleetError: a model has no ``cpu`` entries in the manifest.
+    """
+    root = Path(artifacts_dir).resolve()
+    out: list[Artifact] = []
+    for model in models:
+        entries = [e for e in manifest["artifacts"] if e.get("model") == model]
+        cpu = [e for e in entries if e.get("target") == "cpu"]
+        if not cpu:
+            raise FleetError(
+                f"{root / 'manifest.json'} has no target 'cpu' artifacts for {model}",
+                f"build them: {build_hint(model)}",
+            )
+        chosen = list(cpu)
+        if not board.emulated and board.accelerator in NPU_TARGETS:
+            chosen += [e for e in entries if e.get("target") == board.accelerator]
+        for e in chosen:
+            rel = Path(e["path"])
+            # On the board the model folder mirrors <target>/<model>/ (sub-folders kept, e.g. ct2/).
+            base = Path(str(e.get("target", ""))) / model
+            name = str(rel.relative_to(base)) if rel.is_relative_to(base) else rel.name
+            out.append(Artifact(model, name, root / rel, str(e.get("sha256", "")).lower(), e))
+    # Several entries may name one file (e.g. the tokenizer of the fp32 and int8 variants): fine
+    # when it is the same file; two different files on one board path are a manifest bug.
+    by_name: dict[tuple[str, str], set[str]] = {}
+    for a in out:
+        by_name.setdefault((a.model, a.name), set()).add(a.sha256)
+    dup = sorted(n for n, shas in by_name.items() if len(shas) > 1)
+    if dup:
+        raise FleetError(
+            f"artifacts {dup} are different files that would land on the same path on {board.name}",
+            "give each artifact of a model its own file name",
+        )
+    return out
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 (hex) of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(artifacts: list[Artifact]) -> None:
+    """Check every artifact exists and has its manifest sha256 (each file hashed once).
+
+    Raises:
+        FleetError: one line per missing or corrupt file: path, expected and actual sha256, and
+            the rebuild command.
+    """
+    problems, models, seen = [], set(), set()
+    for a in artifacts:
+        if a.src in seen:
+            continue
+        seen.add(a.src)
+        if not a.src.is_file():
+            problems.append(f"{a.src}: missing (expected sha256 {a.sha256})")
+            models.add(a.model)
+            continue
+        actual = sha256_file(a.src)
+        if actual != a.sha256:
+            problems.append(f"{a.src}: sha256 mismatch: expected {a.sha256}, actual {actual}")
+            models.add(a.model)
+    if problems:
+        raise FleetError(
+            "artifacts are missing or corrupt, nothing was deployed:\n  " + "\n  ".join(problems),
+            "rebuild them: " + "; ".join(build_hint(m) for m in sorted(models)),
+        )
+
+
+def board_manifest(artifacts: list[Artifact], model: str, schema: int = 1) -> dict:
+    """The manifest.json written to ``models/<model>/`` on a board: only the entries copied,
+    with ``path`` made relative to that folder (the file name)."""
+    entries = []
+    for a in artifacts:
+        if a.model == model:
+            entries.append({**a.entry, "path": a.name})
+    return {"schema": schema, "artifacts": entries}

@@ -1,0 +1,129 @@
+"""What `fleet deploy` puts on each board, decided on the controller before Ansible starts.
+
+The plan is handed to playbooks/site.yml as the extra var ``fleet_plan_by_host``; the roles
+read ``fleet_plan`` (this host's entry) and only ship, unpack, install and verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fleet.deploy import artifacts as art
+from fleet.deploy.bundle import Bundle, folder_members, pack
+from fleet.deploy.wheelhouse import Wheelhouse, ensure_wheelhouse
+from fleet.inventory import Board
+
+DATASETS = ("speech",)
+SUMS = "SHA256SUMS"
+
+
+@dataclass
+class HostPlan:
+    """One board's share of a deploy (``src`` paths are on the controller, ``dest`` under fleet_root).
+
+    Attributes:
+        host: inventory hostname.
+        wheelhouse: the wheelhouse bundle for the board's platform: {name, src, key, dest}.
+        fleet_wheel: the fleet wheel's file name in it.
+        wheelhouse_key: the wheelhouse's source hash (marks what the board's venv holds).
+        models: one bundle per model: {name, src, key, dest, model, files, verify} (``files`` =
+            names); each holds the artifacts, manifest.json (only these entries) and SHA256SUMS,
+            which the board checks on every deploy (``verify``).
+        datasets: suite data bundles: {name, src, key, dest}.
+    """
+
+    host: str
+    wheelhouse: dict
+    fleet_wheel: str
+    wheelhouse_key: str
+    models: list[dict] = field(default_factory=list)
+    datasets: list[dict] = field(default_factory=list)
+
+    def to_vars(self) -> dict:
+        """The host's entry of the ``fleet_plan_by_host`` extra var."""
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """The whole deploy: per-host plans, the wheelhouses used, and notes for the user."""
+
+    hosts: dict[str, HostPlan]
+    wheelhouses: list[Wheelhouse]
+    notes: list[str]
+
+
+def model_bundle(arts: list[art.Artifact], model: str, schema: int, cache: Path) -> Bundle:
+    """Pack one model's artifacts (already sha256-verified) with its board manifest and SHA256SUMS."""
+    mine = [a for a in arts if a.model == model]
+    manifest = (json.dumps(art.board_manifest(mine, model, schema), indent=2, sort_keys=True) + "\n").encode()
+    files = {a.name: a for a in mine}  # entries sharing one file (same name, same sha256) ship it once
+    sums = "".join(f"{a.sha256}  {name}\n" for name, a in sorted(files.items())).encode()
+    key = hashlib.sha256(manifest + sums).hexdigest()[:16]  # the sums pin every file's content
+    members = [(name, a.src) for name, a in sorted(files.items())] + [("manifest.json", manifest), (SUMS, sums)]
+    return pack(members, cache, f"model-{model}", key)
+
+
+def make_plan(
+    boards: list[Board],
+    *,
+    project: Path,
+    wheel_cache: Path,
+    bundle_cache: Path,
+    artifacts_dir: Path,
+    datasets_dir: Path,
+    models: tuple[str, ...] = art.DEFAULT_MODELS,
+) -> Plan:
+    """Build wheelhouses, check artifact sha256s and decide what each board gets.
+
+    Args:
+        boards: the boards to deploy (already validated and limited).
+        project: the fleet checkout (for the wheel).
+        wheel_cache: ``.fleet/wheelhouse``.
+        bundle_cache: where tars are cached (``.fleet/bundles``).
+        artifacts_dir: folder with manifest.json.
+        datasets_dir: folder with one sub-folder per dataset (``suites/datasets``).
+        models: models every board gets.
+
+    Raises:
+        FleetError: a missing/corrupt artifact (before anything is deployed), a manifest without
+            the model, or a failed wheelhouse build.
+    """
+    manifest = art.load_manifest(artifacts_dir)
+    selected = {b.name: art.select(b, manifest, artifacts_dir, models) for b in boards}
+    art.verify([a for arts in selected.values() for a in arts])
+    notes: list[str] = []
+    datasets = []
+    for name in DATASETS:
+        src = Path(datasets_dir) / name
+        members = folder_members(src) if src.is_dir() else []
+        if members:
+            datasets.append(pack(members, bundle_cache, f"data-{name}").to_vars(f"data/{name}"))
+        else:
+            notes.append(f"no suite data at {src}: skipped data/{name}/ (add the clips and manifest.jsonl there)")
+    houses: dict[str, Wheelhouse] = {}
+    tars: dict[str, dict] = {}
+    for b in boards:
+        if b.wheel_platform not in houses:
+            wh = houses[b.wheel_platform] = ensure_wheelhouse(project, wheel_cache, b.wheel_platform)
+            tar = pack(folder_members(wh.path), bundle_cache, f"wheelhouse-{wh.path.name}", wh.key[:16])
+            tars[b.wheel_platform] = {**tar.to_vars("wheelhouse"), "name": "wheelhouse"}
+    hosts = {}
+    model_tars: dict[tuple, dict] = {}
+    for b in boards:
+        wh = houses[b.wheel_platform]
+        arts = selected[b.name]
+        plan = HostPlan(host=b.name, wheelhouse=tars[b.wheel_platform], fleet_wheel=wh.fleet_wheel, wheelhouse_key=wh.key[:16])
+        for model in dict.fromkeys(a.model for a in arts):
+            sel = tuple(str(a.src) for a in arts if a.model == model)
+            if (model, sel) not in model_tars:
+                t = model_bundle(arts, model, manifest.get("schema", 1), bundle_cache)
+                files = [a.name for a in arts if a.model == model]
+                model_tars[(model, sel)] = {**t.to_vars(f"models/{model}"), "model": model, "files": files, "verify": True}
+            plan.models.append(model_tars[(model, sel)])
+        plan.datasets = list(datasets)
+        hosts[b.name] = plan
+    return Plan(hosts=hosts, wheelhouses=list(houses.values()), notes=notes)

@@ -1,0 +1,173 @@
+"""Run playbooks/site.yml through ansible-runner and gather one result per host."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from fleet import paths
+from fleet.deploy.artifacts import DEFAULT_MODELS
+from fleet.deploy.events import EventCollector, HostResult
+from fleet.deploy.plan import make_plan
+from fleet.errors import EXIT_INFRA, EXIT_OK, EXIT_TESTS_FAILED, FleetError
+from fleet.inventory import ansible_env, load_inventory
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+KEEP_RUNS = 10
+
+
+@dataclass
+class DeployResult:
+    """Outcome of one `fleet deploy`.
+
+    Attributes:
+        run_id: ``deploy-YYYYmmdd-HHMMSS-xxxx``; its folder is ``runs/<run_id>/``.
+        run_dir: that folder (ansible-runner's private data dir is ``ansible/`` in it).
+        status: ansible-runner's status (``successful``, ``failed``, ...).
+        rc: ansible-playbook's exit code.
+        seconds: wall time of the whole deploy (plan + Ansible).
+        hosts: one result per host, sorted by name.
+        notes: things skipped on purpose (e.g. no suite data).
+    """
+
+    run_id: str
+    run_dir: str
+    status: str
+    rc: int
+    seconds: float
+    hosts: list[HostResult]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every host succeeded; 1 when a host failed; 3 when hosts were unreachable."""
+        if any(h.status in ("failed", "not run") for h in self.hosts):
+            return EXIT_TESTS_FAILED
+        if any(h.status == "unreachable" for h in self.hosts):
+            return EXIT_INFRA
+        return EXIT_OK
+
+    def to_dict(self) -> dict:
+        """What `fleet deploy --json` prints and runs/<id>/deploy.json holds."""
+        return {
+            "run_id": self.run_id,
+            "run_dir": self.run_dir,
+            "status": self.status,
+            "rc": self.rc,
+            "seconds": round(self.seconds, 2),
+            "exit_code": self.exit_code,
+            "notes": self.notes,
+            "hosts": [h.to_dict() for h in self.hosts],
+        }
+
+
+def new_run_dir(runs_dir: Path) -> tuple[str, Path]:
+    """Make ``runs/deploy-<time>-<rand>/`` and return (run id, folder)."""
+    run_id = f"deploy-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    d = Path(runs_dir) / run_id
+    d.mkdir(parents=True)
+    return run_id, d
+
+
+def rotate_runs(runs_dir: Path, keep: int = KEEP_RUNS) -> list[Path]:
+    """Delete all but the newest ``keep`` deploy run folders (only ``deploy-*``; other runs stay)."""
+    runs = sorted((p for p in Path(runs_dir).glob("deploy-*") if p.is_dir()), key=lambda p: p.name)
+    old = runs[:-keep] if keep > 0 else runs
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return old
+
+
+def deploy(
+    inventory: Path,
+    *,
+    limit: str | None = None,
+    artifacts_dir: Path | None = None,
+    datasets_dir: Path | None = None,
+    runs_dir: Path | None = None,
+    models: tuple[str, ...] = DEFAULT_MODELS,
+    console: Console | None = None,
+) -> DeployResult:
+    """Provision the inventory's boards: base, agent, models, datasets roles.
+
+    Args:
+        inventory: Ansible inventory file.
+        limit: host pattern (names, globs, groups, comma-separated).
+        artifacts_dir: folder with manifest.json (default ``artifacts/``).
+        datasets_dir: folder with dataset sub-folders (default ``suites/datasets``).
+        runs_dir: where run folders go (default ``runs/``); the newest 10 deploy runs are kept.
+        models: models every board gets.
+        console: progress output (rich), None for none.
+
+    Raises:
+        FleetError: bad inventory, missing/corrupt artifacts (nothing deployed), wheelhouse build
+            failure, or Ansible failing before any host ran (exit code 3).
+    """
+    t0 = time.monotonic()
+    inventory = Path(inventory).resolve()
+    boards = load_inventory(inventory, limit)
+    project = paths.project_root()
+    runs_dir = Path(runs_dir or paths.runs_dir()).resolve()
+    run_id, run_dir = new_run_dir(runs_dir)
+    rotate_runs(runs_dir)
+    pdd = run_dir / "ansible"
+    pdd.mkdir()
+    plan = make_plan(
+        boards,
+        project=project,
+        wheel_cache=paths.state_dir() / "wheelhouse",
+        artifacts_dir=Path(artifacts_dir or paths.artifacts_dir()),
+        datasets_dir=Path(datasets_dir or project / "suites" / "datasets"),
+        bundle_cache=paths.state_dir() / "bundles",
+        models=models,
+    )
+    if console is not None:
+        for wh in plan.wheelhouses:
+            how = f"built in {wh.seconds:.1f} s" if wh.rebuilt else "cached"
+            console.print(f"wheelhouse {wh.platform or 'controller platform'}: {wh.path} ({how})", highlight=False)
+        for note in plan.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+    collector = EventCollector([b.name for b in boards], console)
+    env = ansible_env()
+    env["ANSIBLE_CONFIG"] = str(PLAYBOOKS / "ansible.cfg")
+    env["ANSIBLE_ROLES_PATH"] = str(PLAYBOOKS / "roles")
+
+    import ansible_runner  # heavy: only when deploying
+
+    runner = ansible_runner.run(
+        private_data_dir=str(pdd),
+        project_dir=str(project),  # Ansible's cwd: relative inventory paths mean the checkout
+        playbook=str(PLAYBOOKS / "site.yml"),
+        inventory=str(inventory),
+        limit=",".join(b.name for b in boards),
+        extravars={"fleet_plan_by_host": {h: p.to_vars() for h, p in plan.hosts.items()}},
+        envvars=env,
+        event_handler=collector,
+        quiet=True,
+        ident="site",
+    )
+    hosts = collector.finish()
+    result = DeployResult(run_id, str(run_dir), runner.status, int(runner.rc or 0), time.monotonic() - t0, hosts, plan.notes)
+    (run_dir / "deploy.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if not collector.stats_seen:
+        tail = _stdout_tail(runner)
+        raise FleetError(
+            f"ansible-playbook stopped before any host ran (status {runner.status}, rc {runner.rc}): {tail}",
+            f"see {pdd}/artifacts/site/stdout",
+            exit_code=EXIT_INFRA,
+        )
+    return result
+
+
+def _stdout_tail(runner, lines: int = 6) -> str:
+    try:
+        text = runner.stdout.read()
+    except Exception:  # noqa: BLE001 - best effort for an error message
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())

@@ -1,0 +1,255 @@
+"""Read a standard Ansible inventory into the boards fleet works with.
+
+Ansible itself resolves the inventory (``ansible-inventory --list``), so group vars, host_vars
+folders and INI inventories behave exactly as they do for a play. fleet then checks the host vars
+it needs (docs/contracts.md §1) and says which host and variable is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+import yaml
+
+from fleet.errors import FleetError
+
+BOARD_CLASSES = {
+    # board class -> accelerators it may carry
+    "pi5-hailo8l": {"hailo8l", "hailo8"},
+    "rk3588": {"rk3588"},
+    "cpu": {"cpu"},
+}
+ACCELERATORS = {"hailo8l", "hailo8", "rk3588", "cpu"}
+
+
+@dataclass(frozen=True)
+class Board:
+    """One board of the fleet, as the inventory describes it.
+
+    Attributes:
+        name: the inventory hostname.
+        board: board class (``pi5-hailo8l``, ``rk3588``, ``cpu``).
+        accelerator: the NPU (``hailo8l``, ``hailo8``, ``rk3588``) or ``cpu``.
+        emulated: True for an emulated board (NPU stages run on the onnx backend).
+        fleet_root: absolute path on the board under which fleet installs everything.
+        host, port, user: SSH address.
+        key_file: SSH private key, or "" for the SSH agent/defaults.
+        known_hosts: known_hosts file pinning the host key, or "" for ~/.ssh/known_hosts.
+        python: the board's Python interpreter.
+        wheel_platform: pip platform tag for the board's wheelhouse, "" = the controller's own.
+    """
+
+    name: str
+    board: str
+    accelerator: str
+    emulated: bool
+    fleet_root: str
+    host: str
+    port: int
+    user: str
+    key_file: str = ""
+    known_hosts: str = ""
+    python: str = "/usr/bin/python3"
+    wheel_platform: str = ""
+
+    @property
+    def board_class(self) -> str:
+        """The threshold class of suite.yml: ``emulated``, else the accelerator."""
+        return "emulated" if self.emulated else self.accelerator
+
+    @property
+    def agent_command(self) -> str:
+        """Shell command that starts the agent's JSON-lines session on the board."""
+        return f"{self.fleet_root}/venv/bin/fleet-agent --root {self.fleet_root} serve"
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON output."""
+        return asdict(self)
+
+
+def ansible_bin(name: str) -> str:
+    """Path of an Ansible executable: next to this Python first (a venv need not be on PATH)."""
+    cand = Path(sys.executable).parent / name
+    if cand.exists():
+        return str(cand)
+    found = shutil.which(name)
+    if not found:
+        raise FleetError(
+            f"{name} was not found next to {sys.executable} or on PATH",
+            "install the controller extra: pip install -e '.[controller]' (make demo does it)",
+        )
+    return found
+
+
+def ansible_env() -> dict:
+    """Environment for Ansible subprocesses: the venv's bin on PATH (ansible-runner looks up
+    ansible-playbook by name), host key checking forced on."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_HOST_KEY_CHECKING"] = "True"
+    env.setdefault("ANSIBLE_NOCOLOR", "1")
+    return env
+
+
+def _check_yaml(path: Path) -> None:
+    """Fail with the line number when a YAML inventory does not parse (Ansible's message hides it)."""
+    if path.suffix not in (".yml", ".yaml"):
+        return
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise FleetError(
+            f"inventory {path}: YAML syntax error{where}: {getattr(e, 'problem', e)}",
+            "fix the YAML at that line (indentation, a missing ':' or an unclosed quote)",
+        ) from None
+    if not isinstance(data, dict) or not data:
+        raise FleetError(
+            f"inventory {path}: expected a YAML mapping with an 'all:' group, found {type(data).__name__}",
+            "see inventory/lab.yml for the expected layout",
+        )
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _local_path(value) -> str:
+    """A controller-side path from the inventory: ``~`` expanded, "" stays "" (relative paths are
+    relative to the folder fleet runs in, the checkout, as they are for Ansible under fleet)."""
+    return os.path.expanduser(str(value)) if value else ""
+
+
+def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
+    def need(key: str) -> str:
+        if key not in hv or hv[key] in (None, ""):
+            raise FleetError(
+                f"inventory {source}: host '{name}' has no '{key}'",
+                f"set {key} for '{name}' in its host vars (see inventory/lab.yml)",
+            )
+        return hv[key]
+
+    board = str(need("board"))
+    if board not in BOARD_CLASSES:
+        raise FleetError(
+            f"inventory {source}: host '{name}' has unknown board '{board}'",
+            f"use one of: {', '.join(sorted(BOARD_CLASSES))}",
+        )
+    acc = str(need("accelerator"))
+    if acc not in ACCELERATORS:
+        raise FleetError(
+            f"inventory {source}: host '{name}' has unknown accelerator '{acc}'",
+            f"use one of: {', '.join(sorted(ACCELERATORS))}",
+        )
+    if acc not in BOARD_CLASSES[board]:
+        raise FleetError(
+            f"inventory {source}: host '{name}' is a {board} but names accelerator '{acc}'",
+            f"a {board} carries {', '.join(sorted(BOARD_CLASSES[board]))}",
+        )
+    root = str(need("fleet_root"))
+    if not root.startswith("/"):
+        raise FleetError(
+            f"inventory {source}: host '{name}' has a relative fleet_root '{root}'",
+            "give fleet_root as an absolute path on the board, e.g. /opt/fleet",
+        )
+    emulated = hv.get("emulated", False)
+    if isinstance(emulated, str) and emulated.strip().lower() in _BOOL_WORDS:
+        emulated = _BOOL_WORDS[emulated.strip().lower()]  # INI inventories give strings
+    if not isinstance(emulated, bool):
+        raise FleetError(
+            f"inventory {source}: host '{name}' has emulated={emulated!r}, not true/false",
+            "write emulated: true or emulated: false",
+        )
+    try:
+        port = int(hv.get("ansible_port", 22))
+    except (TypeError, ValueError):
+        raise FleetError(
+            f"inventory {source}: host '{name}' has a non-numeric ansible_port {hv.get('ansible_port')!r}",
+            "give the SSH port as a number",
+        ) from None
+    return Board(
+        name=name,
+        board=board,
+        accelerator=acc,
+        emulated=emulated,
+        fleet_root=root.rstrip("/") or "/",
+        host=str(hv.get("ansible_host", name)),
+        port=port,
+        user=str(hv.get("ansible_user", os.environ.get("USER", "root"))),
+        key_file=_local_path(hv.get("ansible_ssh_private_key_file", "")),
+        known_hosts=_local_path(hv.get("fleet_known_hosts", "")),
+        python=str(hv.get("ansible_python_interpreter", "/usr/bin/python3")),
+        wheel_platform=str(hv.get("fleet_wheel_platform", "")),
+    )
+
+
+def load_inventory(path: str | Path, limit: str | None = None) -> list[Board]:
+    """Resolve an Ansible inventory and return its boards, sorted by name.
+
+    Args:
+        path: inventory file (YAML or INI) or directory.
+        limit: optional Ansible-style host pattern (``name``, glob, or ``a,b``; group names match
+            their members).
+
+    Raises:
+        FleetError: missing file, YAML syntax error (with line), Ansible rejecting the file,
+            a host without board/accelerator/fleet_root, unknown board or accelerator values,
+            or a limit that matches no host.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FleetError(
+            f"inventory {p} does not exist",
+            "pass --inventory FILE; `fleet sim up` writes inventory/sim.yml, inventory/lab.yml is the lab example",
+        )
+    if p.is_file():
+        _check_yaml(p)
+    proc = subprocess.run(
+        [ansible_bin("ansible-inventory"), "-i", str(p), "--list"],
+        capture_output=True,
+        text=True,
+        env=ansible_env(),
+    )
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise FleetError(
+            f"inventory {p}: ansible-inventory rejected it: {' '.join(msg[-3:])}",
+            "check the file with `ansible-inventory -i FILE --list`",
+        )
+    data = json.loads(proc.stdout)
+    if "Unable to parse" in proc.stderr or "as an inventory source" in proc.stderr:
+        raise FleetError(
+            f"inventory {p}: Ansible could not parse it: {proc.stderr.strip()}",
+            "check the file with `ansible-inventory -i FILE --list`",
+        )
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    groups = {g: set(v.get("hosts", [])) for g, v in data.items() if isinstance(v, dict) and g != "_meta"}
+    boards = [_board_from_vars(name, hv, p) for name, hv in sorted(hostvars.items())]
+    if not boards:
+        raise FleetError(f"inventory {p} lists no hosts", "add hosts under all: hosts: (see inventory/lab.yml)")
+    if limit:
+        boards = _apply_limit(boards, limit, groups, p)
+    return boards
+
+
+def _apply_limit(boards: list[Board], limit: str, groups: dict[str, set], source: Path) -> list[Board]:
+    chosen: list[Board] = []
+    for pat in [s.strip() for s in limit.replace(":", ",").split(",") if s.strip()]:
+        members = groups.get(pat)
+        for b in boards:
+            if (members is not None and b.name in members) or fnmatch(b.name, pat):
+                if b not in chosen:
+                    chosen.append(b)
+    if not chosen:
+        raise FleetError(
+            f"--limit '{limit}' matches no host in {source}",
+            f"hosts are: {', '.join(b.name for b in boards)}",
+        )
+    return sorted(chosen, key=lambda b: b.name)

@@ -1,0 +1,196 @@
+"""The fleet pytest plugin: boards as parameters, one agent session per board, results to the store.
+
+Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
+
+* parametrizes every test that takes the ``board`` fixture over the boards the suite matches, and
+  puts each board's tests in one pytest-xdist group (``--dist loadgroup``): a board is an
+  exclusive resource, so its tests run on one worker, one at a time, while boards run in parallel;
+* gives tests an ``agent`` (the board's long-lived :class:`AgentSession`), the ``suite`` and its
+  ``thresholds`` for the board's class, and a ``record`` object for metrics and per-item outputs;
+* writes each result to the results store the moment it is known: ``passed``, ``failed``, or
+  ``error`` for infrastructure problems (unreachable board, board lost, agent hung), which are
+  never counted as test failures.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fleet.inventory import Board
+from fleet.remote.session import AgentSession, InfrastructureError
+from fleet.results.store import Metric, Result, Store
+from fleet.runner.suite import Suite, load_suite
+
+_rec_key = pytest.StashKey["Recorder"]()
+_done_key = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("fleet")
+    g.addoption("--fleet-run", help="run id in the results store")
+    g.addoption("--fleet-boards", help="JSON file with the boards to test (written by `fleet test`)")
+    g.addoption("--fleet-db", help="results store (SQLite path)")
+    g.addoption("--fleet-suite", help="suite folder (holds suite.yml)")
+
+
+@dataclass
+class Recorder:
+    """What a test reports besides pass/fail: metrics, per-item outputs, backends, models.
+
+    Use ``record.metric("wer", 0.08, "ratio", "lower")``; ``record.output({...})`` per item.
+    """
+
+    metrics: list[Metric] = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    backends: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    emulated: bool | None = None
+
+    def metric(self, name: str, value: float, unit: str = "", direction: str = "lower") -> None:
+        self.metrics.append(Metric(name, float(value), unit, direction))
+
+    def output(self, item: dict) -> None:
+        self.outputs.append(item)
+
+
+class FleetContext:
+    """Per-process (controller or xdist worker) state: boards, suite, store, open agent sessions."""
+
+    def __init__(self, config):
+        self.run_id = config.getoption("--fleet-run")
+        boards_file = config.getoption("--fleet-boards")
+        self.boards = [Board(**b) for b in json.loads(Path(boards_file).read_text())] if boards_file else []
+        self.suite: Suite | None = load_suite(config.getoption("--fleet-suite")) if config.getoption("--fleet-suite") else None
+        db = config.getoption("--fleet-db")
+        self.store = Store(db) if db else None
+        self.sessions: dict[str, AgentSession] = {}
+        self.infos: dict[str, dict] = {}
+
+    def session(self, board: Board) -> AgentSession:
+        """The board's open agent session, (re)opened when missing or dead."""
+        s = self.sessions.get(board.name)
+        if s is None or not s.alive:
+            timeout = self.suite.request_timeout_s if self.suite else 120.0
+            s = AgentSession(board, request_timeout_s=timeout).open()
+            self.sessions[board.name] = s
+            info = s.info()
+            self.infos[board.name] = info
+            if self.store and self.run_id:
+                self.store.add_board(self.run_id, board.name, board.board, board.accelerator, board.emulated, info)
+        return s
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()
+        self.sessions.clear()
+        if self.store:
+            self.store.close()
+
+
+def pytest_configure(config):
+    if config.getoption("--fleet-boards"):
+        config._fleet = FleetContext(config)
+
+
+def pytest_unconfigure(config):
+    ctx = getattr(config, "_fleet", None)
+    if ctx:
+        ctx.close()
+
+
+def _ctx(config) -> FleetContext:
+    ctx = getattr(config, "_fleet", None)
+    if ctx is None:
+        raise pytest.UsageError("fleet suites run through `fleet test SUITE_DIR` (it passes --fleet-boards)")
+    return ctx
+
+
+def pytest_generate_tests(metafunc):
+    if "board" not in metafunc.fixturenames:
+        return
+    ctx = _ctx(metafunc.config)
+    boards = [b for b in ctx.boards if ctx.suite is None or ctx.suite.matches(b)]
+    metafunc.parametrize(
+        "board",
+        [pytest.param(b, id=b.name, marks=pytest.mark.xdist_group(b.name)) for b in boards],
+        scope="module",
+    )
+
+
+@pytest.fixture(scope="session")
+def suite(request) -> Suite:
+    """The suite under test (suite.yml, parsed)."""
+    s = _ctx(request.config).suite
+    if s is None:
+        raise pytest.UsageError("no --fleet-suite given")
+    return s
+
+
+@pytest.fixture
+def agent(request, board) -> AgentSession:
+    """The board's agent session (opened once per board per worker, reopened if lost)."""
+    return _ctx(request.config).session(board)
+
+
+@pytest.fixture
+def board_info(request, board, agent) -> dict:
+    """The agent's ``info`` reply for the board (taken when the session opened)."""
+    return _ctx(request.config).infos[board.name]
+
+
+@pytest.fixture
+def thresholds(suite, board) -> dict:
+    """suite.yml thresholds for the board's class; a key with value None is not enforced."""
+    return suite.thresholds_for(board)
+
+
+@pytest.fixture
+def record(request) -> Recorder:
+    """Where a test puts its metrics and outputs; stored with its outcome."""
+    return request.node.stash.setdefault(_rec_key, Recorder())
+
+
+def _board_of(item) -> Board | None:
+    cs = getattr(item, "callspec", None)
+    b = cs.params.get("board") if cs else None
+    return b if isinstance(b, Board) else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    ctx = getattr(item.config, "_fleet", None)
+    board = _board_of(item)
+    if ctx is None or ctx.store is None or board is None or item.stash.get(_done_key, False):
+        return
+    if rep.when == "setup" and rep.passed:
+        return
+    if rep.when == "teardown" and not rep.failed:
+        return
+    if rep.skipped:
+        status = "skipped"
+        msg = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else str(rep.longrepr or "")
+    elif rep.passed:
+        status, msg = "passed", ""
+    else:
+        infra = call.excinfo is not None and call.excinfo.errisinstance(InfrastructureError)
+        status = "error" if (infra or rep.when != "call") else "failed"
+        if call.excinfo is not None:
+            msg = f"{call.excinfo.typename}: {call.excinfo.value}"
+            if infra:
+                msg = f"infrastructure: {msg}"
+        else:
+            msg = str(rep.longrepr)[-2000:]
+    r: Recorder = item.stash.get(_rec_key, Recorder())
+    ctx.store.add_result(Result(
+        run_id=ctx.run_id, board=board.name, test=item.originalname or item.name, outcome=status,
+        message=msg[:4000], duration_s=rep.duration, emulated=board.emulated if r.emulated is None else r.emulated,
+        backends=r.backends, models=r.models, outputs=r.outputs, metrics=r.metrics, finished=time.time(),
+    ))
+    item.stash[_done_key] = True

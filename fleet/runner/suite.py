@@ -1,0 +1,158 @@
+"""A suite folder: ``suite.yml`` (pipeline, dataset, board requirements, thresholds per board class)
+plus ``test_*.py``. This module reads and checks suite.yml.
+
+suite.yml keys:
+    name: str                        suite name (default: folder name)
+    pipeline: str                    a device_agent pipeline, e.g. asr.whisper_hybrid
+    model: str                       the artifact set the pipeline loads, e.g. whisper-tiny.en
+    dataset: str                     folder under suites/datasets/, deployed to fleet_root/data/<dataset>
+    requires: {accelerators: [..], boards: [..]}   which boards the suite runs on (default: all)
+    options: {..}                    pipeline options passed with every request
+    request_timeout_s: float         per-request timeout (s), default 120
+    warmup_requests: int             requests run first and left out of latency figures (default 1)
+    thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated | hailo8l | hailo8 | rk3588 | cpu;
+                                     null = not measured for that class yet, reported, not enforced
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fleet.errors import FleetError
+from fleet.inventory import ACCELERATORS, BOARD_CLASSES, Board
+
+THRESHOLD_CLASSES = {"emulated"} | ACCELERATORS
+THRESHOLD_KEYS = {
+    # key: (metric it bounds, "max" | "min", unit)
+    "wer_max": ("wer", "max", "ratio"),
+    "cer_max": ("cer", "max", "ratio"),
+    "latency_p50_ms_max": ("latency_p50_ms", "max", "ms"),
+    "latency_p90_ms_max": ("latency_p90_ms", "max", "ms"),
+    "rtf_max": ("rtf", "max", "ratio"),
+    # rag_embedder (hybrid mode per collection; parity = min cosine to sentence-transformers)
+    "cranfield_ndcg_at_10_min": ("hybrid_ndcg_at_10", "min", "ratio"),
+    "cranfield_recall_at_10_min": ("hybrid_recall_at_10", "min", "ratio"),
+    "cisi_ndcg_at_10_min": ("hybrid_ndcg_at_10", "min", "ratio"),
+    "cisi_recall_at_10_min": ("hybrid_recall_at_10", "min", "ratio"),
+    "parity_cos_min": ("parity_cos_min", "min", "ratio"),
+}
+KNOWN_KEYS = {"name", "pipeline", "model", "dataset", "requires", "options", "thresholds",
+              "request_timeout_s", "warmup_requests", "description"}
+
+
+@dataclass
+class Suite:
+    """A parsed, checked suite.yml (see the module docstring for the keys)."""
+
+    dir: Path
+    name: str
+    pipeline: str
+    model: str
+    dataset: str
+    accelerators: set[str] = field(default_factory=lambda: set(ACCELERATORS))
+    boards: set[str] = field(default_factory=lambda: set(BOARD_CLASSES))
+    options: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
+    request_timeout_s: float = 120.0
+    warmup_requests: int = 1
+
+    def matches(self, board: Board) -> bool:
+        """True when the suite's requirements admit ``board``."""
+        return board.accelerator in self.accelerators and board.board in self.boards
+
+    def thresholds_for(self, board: Board) -> dict:
+        """Threshold dict for the board's class (``emulated`` for any emulated board)."""
+        return dict(self.thresholds.get(board.board_class, {}))
+
+    def dataset_dir(self) -> Path:
+        """Controller-side copy of the dataset: suites/datasets/<dataset>."""
+        return self.dir.parent / "datasets" / self.dataset
+
+    def dataset_items(self) -> list[dict]:
+        """Entries of the dataset's manifest.jsonl (each has at least ``id``, ``audio``/``text``).
+
+        Raises:
+            FleetError: manifest missing or a line that is not JSON.
+        """
+        man = self.dataset_dir() / "manifest.jsonl"
+        if not man.exists():
+            raise FleetError(f"suite {self.name}: dataset manifest {man} is missing",
+                             f"put the dataset in {man.parent} with a manifest.jsonl")
+        items = []
+        for i, line in enumerate(man.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise FleetError(f"{man}:{i}: not JSON: {e}", "fix or remove that line") from None
+        return items
+
+
+def load_suite(suite_dir: str | Path) -> Suite:
+    """Read and check ``suite_dir/suite.yml``.
+
+    Raises:
+        FleetError: missing folder/file, YAML error, unknown key, unknown pipeline, unknown
+            threshold class or key, or a value of the wrong type — each naming the key and file.
+    """
+    d = Path(suite_dir)
+    f = d / "suite.yml"
+    if not f.exists():
+        raise FleetError(f"{f} not found", "a suite is a folder with suite.yml and test_*.py (see suites/whisper_hybrid)")
+    try:
+        data = yaml.safe_load(f.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise FleetError(f"{f}: YAML syntax error{where}: {getattr(e, 'problem', e)}", "fix the YAML at that line") from None
+    if not isinstance(data, dict):
+        raise FleetError(f"{f}: expected a mapping, found {type(data).__name__}", "see suites/whisper_hybrid/suite.yml")
+    unknown = set(data) - KNOWN_KEYS
+    if unknown:
+        raise FleetError(f"{f}: unknown key(s) {', '.join(sorted(unknown))}", f"known keys: {', '.join(sorted(KNOWN_KEYS))}")
+    from device_agent.pipelines import PIPELINES
+
+    for key in ("pipeline", "model", "dataset"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise FleetError(f"{f}: '{key}' must be a non-empty string", f"set {key}: in {f}")
+    if data["pipeline"] not in PIPELINES:
+        raise FleetError(f"{f}: unknown pipeline '{data['pipeline']}'", f"declared pipelines: {', '.join(sorted(PIPELINES))}")
+    req = data.get("requires") or {}
+    if not isinstance(req, dict):
+        raise FleetError(f"{f}: 'requires' must be a mapping", "e.g. requires: {accelerators: [hailo8l, rk3588]}")
+    accs = set(req.get("accelerators") or ACCELERATORS)
+    if accs - ACCELERATORS:
+        raise FleetError(f"{f}: unknown accelerator(s) {sorted(accs - ACCELERATORS)} in requires",
+                         f"use: {', '.join(sorted(ACCELERATORS))}")
+    boards = set(req.get("boards") or BOARD_CLASSES)
+    if boards - set(BOARD_CLASSES):
+        raise FleetError(f"{f}: unknown board(s) {sorted(boards - set(BOARD_CLASSES))} in requires",
+                         f"use: {', '.join(sorted(BOARD_CLASSES))}")
+    th = data.get("thresholds") or {}
+    if not isinstance(th, dict):
+        raise FleetError(f"{f}: 'thresholds' must map board class to limits", "see suites/whisper_hybrid/suite.yml")
+    for cls, limits in th.items():
+        if cls not in THRESHOLD_CLASSES:
+            raise FleetError(f"{f}: unknown threshold class '{cls}'", f"use: {', '.join(sorted(THRESHOLD_CLASSES))}")
+        for k, v in (limits or {}).items():
+            if k not in THRESHOLD_KEYS:
+                raise FleetError(f"{f}: unknown threshold key '{cls}.{k}'", f"known keys: {', '.join(sorted(THRESHOLD_KEYS))}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise FleetError(f"{f}: threshold '{cls}.{k}' must be a number or null, got {v!r}", "write a number")
+    opts = data.get("options") or {}
+    if not isinstance(opts, dict):
+        raise FleetError(f"{f}: 'options' must be a mapping", "e.g. options: {precision: int8}")
+    timeout = data.get("request_timeout_s", 120.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise FleetError(f"{f}: request_timeout_s must be a positive number, got {timeout!r}", "e.g. request_timeout_s: 120")
+    warmup = data.get("warmup_requests", 1)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise FleetError(f"{f}: warmup_requests must be a whole number >= 0, got {warmup!r}", "e.g. warmup_requests: 1")
+    return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
+                 dataset=data["dataset"], accelerators=accs, boards=boards, options=opts,
+                 thresholds={k: dict(v or {}) for k, v in th.items()}, request_timeout_s=float(timeout),
+                 warmup_requests=warmup)
