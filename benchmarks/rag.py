@@ -70,10 +70,12 @@ class STEmbedder:
         self.st = SentenceTransformer(str(get_model_path()), device="cpu")
         self.tok = load_tokenizer(tokenizer_path)  # only to count truncation like the pipeline
         self.model = None
+        # st.tokenize is deprecated in sentence-transformers 6 in favour of st.preprocess
+        self._prep = getattr(self.st, "preprocess", None) or self.st.tokenize
 
     def embed_query(self, text: str):
         t0 = time.perf_counter()
-        feats = self.st.tokenize([text])
+        feats = self._prep([text])
         t1 = time.perf_counter()
         with self.torch.inference_mode():
             vec = self.st.forward(feats)["sentence_embedding"].numpy()

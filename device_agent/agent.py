@@ -22,6 +22,7 @@ from .manifest import list_models
 from .pipelines import PIPELINES, Pipeline, pipeline_class
 from .protocol import (MAX_MESSAGE_BYTES, AgentError, BadInput, Internal, NotLoaded, Oversized,
                        Reply, Request, decode_request, encode_reply, request_id)
+from .telemetry import DEFAULT_RATE_HZ, Sampler, discover
 
 
 def cpu_info() -> dict:
@@ -58,12 +59,15 @@ class Agent:
     Args:
         config: this board.
         backends: backend name → Backend (default: onnx, hailo, rknn).
+        sensors: telemetry sensors (default: ``telemetry.discover`` at start-up).
     """
 
-    def __init__(self, config: BoardConfig, backends: dict[str, Backend] | None = None):
+    def __init__(self, config: BoardConfig, backends: dict[str, Backend] | None = None,
+                 sensors: list | None = None):
         self.config = config
         self.backends = backends or create_backends()
         self.loaded: dict[tuple, Pipeline] = {}
+        self.sensors = discover(config, backends=self.backends) if sensors is None else list(sensors)
 
     # -- ops ---------------------------------------------------------------------------------
     def info(self) -> dict:
@@ -87,6 +91,7 @@ class Agent:
             "models": list_models(c.root / "models"),
             "pipelines": pipelines,
             "loaded": [{"pipeline": k[0], "model_dir": k[1], "options": dict(k[2])} for k in self.loaded],
+            "telemetry": {"sensors": [s.describe() for s in self.sensors], "default_rate_hz": DEFAULT_RATE_HZ},
         }
 
     def _prepare(self, args: dict) -> tuple[Pipeline, Path, dict, tuple]:
@@ -124,6 +129,49 @@ class Agent:
         pipe, opts, _ = self._ensure_loaded(args, timings)
         return pipe.run(input_path, opts)
 
+    def run_measured(self, args: dict, timings: dict) -> dict:
+        """``run`` with the telemetry sampler around the pipeline request (the wire's ``run``).
+
+        ``args.telemetry``: absent/true = sample at DEFAULT_RATE_HZ, ``{"rate_hz": x}``, or false
+        = off. Loading happens before the sampler starts, so a trace covers the request only.
+        The result gets ``telemetry: {trace, summary}`` (device_agent.protocol).
+
+        Raises:
+            BadInput: a bad ``telemetry`` argument (and everything ``run`` raises).
+        """
+        tel = args.get("telemetry", True)
+        if tel is False or not self.sensors:
+            return self.run(args, timings)
+        if tel is True or tel is None:
+            rate = DEFAULT_RATE_HZ
+        elif isinstance(tel, dict) and set(tel) <= {"rate_hz"}:
+            rate = tel.get("rate_hz", DEFAULT_RATE_HZ)
+        else:
+            raise BadInput(f"telemetry must be true, false or {{\"rate_hz\": Hz}}, got {tel!r}",
+                           'pass e.g. "telemetry": {"rate_hz": 10}')
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100:
+            raise BadInput(f"telemetry.rate_hz must be a number in (0, 100], got {rate!r}",
+                           'pass e.g. "telemetry": {"rate_hz": 10}')
+        if not args.get("input"):
+            return self.run(args, timings)  # raises BadInput
+        self.config.resolve(args["input"], "input")  # same error order as run: a bad path before any load
+        self._ensure_loaded(args, timings)
+        with Sampler(self.sensors, rate) as sampler:
+            result = self.run(args, timings)
+        return {**result, "telemetry": sampler.telemetry(inferences=1)}
+
+    def telemetry(self) -> dict:
+        """One reading of every sensor now: ``{"t0", "channels", "values": {ch: value}, "errors"}``
+        (used by the controller to wait for a cool-down)."""
+        s = Sampler(self.sensors)
+        for sensor in self.sensors:
+            sensor.start()
+        s.t0 = time.time()
+        s.sample(force=True)
+        tr = s.trace(wire=True)
+        return {"t0": tr["t0"], "channels": tr["channels"],
+                "values": {k: v[0] for k, v in tr["values"].items()}, "errors": tr["errors"]}
+
     def unload(self, args: dict) -> dict:
         """Unload every loaded instance of ``args.pipeline`` (all pipelines if omitted)."""
         name = args.get("pipeline")
@@ -153,7 +201,9 @@ class Agent:
             elif req.op == "load":
                 result = self.load(req.args, timings)
             elif req.op == "run":
-                result = self.run(req.args, timings)
+                result = self.run_measured(req.args, timings)
+            elif req.op == "telemetry":
+                result = self.telemetry()
             elif req.op == "unload":
                 result = self.unload(req.args)
             else:  # shutdown

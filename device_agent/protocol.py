@@ -7,7 +7,7 @@ One request per line, one reply per request, in order. UTF-8, ``\\n``-terminated
 
 Request::
 
-    {"id": 7, "op": "info|load|run|unload|shutdown", "args": {...}}
+    {"id": 7, "op": "info|load|run|telemetry|unload|shutdown", "args": {...}}
 
 Reply::
 
@@ -22,13 +22,42 @@ add ``load_ms`` when they loaded a pipeline.
 
 Ops and their ``args``:
 
-- ``info``: ``{}`` → board, accelerator, emulated, backends, cpu, memory, models, loaded pipelines.
+- ``info``: ``{}`` → board, accelerator, emulated, backends, cpu, memory, models, loaded pipelines,
+  and ``telemetry: {"sensors": [{"source", "emulated", "channels": [...], "note"?, "period_s"?}],
+  "default_rate_hz": 10.0}`` (the sensors discovered at start-up).
 - ``load``: ``{"pipeline": "asr.whisper_hybrid", "model_dir": "models/whisper-tiny.en" (optional),
   "options": {...load options}}`` → ``{"pipeline", "model_dir", "options", "models", ...}``.
 - ``run``: ``{"pipeline": "asr.whisper_hybrid", "input": "data/speech/jfk.flac",
   "options": {...}}`` → the pipeline's result (contracts §4). ``input`` and ``model_dir`` are
   relative to fleet_root or absolute inside it. A pipeline not yet loaded with the requested load
   options is loaded first (and stays loaded); its cost is reported as ``timings.load_ms``.
+  ``args.telemetry`` (optional): ``true`` (default: sample every sensor at 10 Hz while the
+  pipeline runs), ``{"rate_hz": 50}`` (0 < Hz <= 100), or ``false`` (off). When the board has
+  sensors, the result gains a ``telemetry`` field (not loading, only the request)::
+
+      "telemetry": {
+        "trace": {"t0": 1732230000.12, "rate_hz": 10.0, "decimated": 1,
+                  "channels": [{"name": "pi5.temp", "unit": "°C", "kind": "temperature",
+                                "source": "pi5", "emulated": false, "note": "..."}, ...],
+                  "t": [0.0, 0.1, ...],                       # s since t0
+                  "values": {"pi5.temp": [61.2, 61.4, ...]},  # null = not read or failed
+                  "errors": {"rk3588.npu_load.core2": {"message": "...", "count": 1}}},
+        "summary": {"samples": 23, "duration_s": 2.2, "inferences": 1,
+                    "temperature": {"pi5.temp": {"max_c", "mean_c", "start_c", "end_c", "n", "emulated"}},
+                    "power": {"pi5.power_soc": {"mean_w", "energy_j", "energy_per_inference_j",
+                                                "covered_s", "note", "emulated"}},
+                    "throttle": {"events", "throttled", "frequency_capped", "undervoltage",
+                                 "soft_temp_limit", "channels"},
+                    "frequency": {"linux.freq.policy0": {"min", "max", "mean", "unit", "drops", "n"}},
+                    "errors": {...}}}
+
+  Channel kinds, units and the summary rules are in ``device_agent.telemetry`` (``base``,
+  ``summary``); throttle channels use the bit layout of the Pi's ``vcgencmd get_throttled``.
+  Traces over 1200 samples are decimated on the wire (``decimated: k``); the summary always uses
+  every sample.
+- ``telemetry``: ``{}`` → one reading of every sensor now:
+  ``{"t0", "channels": [...], "values": {channel: value}, "errors": {...}}`` (the controller
+  polls it to wait for a cool-down before measuring).
 - ``unload``: ``{"pipeline": "asr.whisper_hybrid"}`` → ``{"unloaded": n}``; NotLoaded if none.
 - ``shutdown``: ``{}`` → ``{}``; the agent then unloads everything and exits 0.
 
@@ -46,7 +75,7 @@ from typing import Any
 MAX_MESSAGE_BYTES = 1 << 20
 
 #: Operations the agent understands.
-OPS = ("info", "load", "run", "unload", "shutdown")
+OPS = ("info", "load", "run", "telemetry", "unload", "shutdown")
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2

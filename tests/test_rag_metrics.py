@@ -92,3 +92,32 @@ def test_metrics_match_ir_measures_on_real_runs(name):
     assert n_all == {"cranfield": 225, "cisi": 76}[name]
     # sanity against the READMEs' throwaway BM25 (recall@10 about 0.38 / 0.08)
     assert 0.25 < ours["means"]["recall_at_10"] < 0.5 if name == "cranfield" else 0.04 < ours["means"]["recall_at_10"] < 0.2
+
+
+def test_board_side_imports_and_bm25_without_scipy():
+    """Boards have no scipy/torch: rag.hybrid's modules import without them, and bm25s gives the
+    same rankings without scipy as with it (the controller has scipy)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "sys.modules['scipy'] = None; sys.modules['scipy.sparse'] = None\n"
+        "import device_agent.pipelines.rag_hybrid\n"
+        "from device_agent.rag.collection import load_collection\n"
+        "from device_agent.rag.index import BM25Index\n"
+        f"c = load_collection({str(DATA / 'cranfield')!r})\n"
+        "keep = [i for i, t in enumerate(c.doc_texts) if t]\n"
+        "ix = BM25Index([c.doc_ids[i] for i in keep], [c.doc_texts[i] for i in keep])\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}"
+        " & {'torch', 'transformers', 'sentence_transformers', 'scipy', 'sklearn', 'fleet'})\n"
+        "print(json.dumps({'bad': bad, 'top': {q: ix.search(t, 10)[0] for q, t in c.queries[:30]}}))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["bad"] == []
+    col = load_collection(DATA / "cranfield")
+    keep = [i for i, t in enumerate(col.doc_texts) if t]
+    ix = BM25Index([col.doc_ids[i] for i in keep], [col.doc_texts[i] for i in keep])
+    assert out["top"] == {q: ix.search(t, 10)[0] for q, t in col.queries[:30]}

@@ -1,16 +1,22 @@
 """``asr.whisper_hybrid``: Whisper tiny.en with the encoder on the board's NPU and a KV-cached
-greedy decoder on the CPU (onnxruntime). Recipe: reference/models.md §6.
+greedy decoder on the CPU. Recipe: reference/models.md §6.
 
 Per 10 s window:
   1. log-mel [1, 80, 1000] in numpy (``device_agent.mel``);
   2. encoder → [1, 500, 384] on hailo (.hef), rknn (.rknn) or onnx;
-  3. zero-pad to ``pad_to`` positions (1500: the 30 s length Whisper's decoder was trained on);
-  4. cross_kv once → cross_k, cross_v [4, 1, S, 384];
-  5. greedy decoding with decoder_step: the first call feeds the prompt with an empty past
-     (P = 0), then one token per call with the returned self K/V; ``suppress_ids`` and every
-     special id above eot are masked, the first step also masks ``suppress_ids_begin``; stops at
-     eot or ``max_new_tokens``;
-  6. tokenizer decode (special tokens skipped).
+  3. optionally zero-pad to ``pad_to`` positions (default 0: no padding, see below);
+  4. decoder (``decoder_backend``):
+     - ``onnx`` (default): cross_kv once → cross_k, cross_v [4, 1, S, 384], then greedy decoding
+       with decoder_step: the first call feeds the prompt with an empty past (P = 0), then one
+       token per call with the returned self K/V (kept as onnxruntime values through I/O
+       binding); ``suppress_ids`` and every special id above eot are masked (additive masks
+       computed once at load), the first step also masks ``suppress_ids_begin``; stops at eot or
+       ``max_new_tokens``;
+     - ``ct2``: CTranslate2 ``Whisper.generate`` (greedy) on the encoder output, with the
+       package's CT2 folder deployed as ``ct2/`` (compute_type int8 or float32 after
+       ``precision``); same prompt and suppression; needs the ``ctranslate2`` package, imported
+       only when chosen;
+  5. tokenizer decode (special tokens skipped).
 Audio longer than 10 s is cut into windows at the quietest point (lowest short-time energy in
 25 ms frames) within the last ``window_search_s`` seconds before each 10 s boundary; window
 texts are joined with a space.
@@ -19,12 +25,31 @@ Encoder backend (``encoder_backend=auto``): the board's NPU backend when the boa
 emulated and an NPU artifact (.hef for hailo8l/hailo8, .rknn for rk3588) is deployed; onnx
 otherwise (emulated board, CPU board, or no NPU artifact). The result says which ran and why.
 
+Measured defaults (benchmarks/asr_hybrid.py, 20 speech clips, 2-core x86 shared with other
+work, load average 5-8, every variant in its own process, clip-interleaved; ratios are to
+faster-whisper int8 beam 1 in the same run, which took 1259-1947 ms per clip under that load):
+  - onnxruntime intra-op spin-waiting off (``ort_spinning=false``): int8 393 ms (0.31x) vs 786 ms
+    (0.62x) with spinning; decoder 8.5 vs 22.5 ms/token. Spinning threads of the encoder and
+    decoder sessions compete with each other and with every other process for the 2 cores.
+  - ``pad_to=0``: 0.31x, WER 3.0 %, decoder 8.5 ms/token vs ``pad_to=1500``: 0.38x, WER 4.9 %,
+    12.3 ms/token (cross-attention over 1500 instead of 500 positions; the decoder copes with
+    the 10 s encoder output unpadded, models.md §7). 1500 stays available.
+  - ``decoder_backend=onnx``: int8 equal to ct2 within noise in one process (6.7 vs 6.9 ms/token,
+    20 clips x 2, interleaved) and 0.31-0.35x vs ct2's 0.28-0.29x in the separate-process
+    benchmark runs (WER 3.0 % vs 2.4 %, one word in 20 clips); at fp32 CTranslate2 was 2-3x
+    slower here (float32: 102 ms/token vs onnx 19 ms/token). onnx keeps ctranslate2 off the
+    board and is the runtime measured on every board; ct2 stays an option.
+  - I/O binding and the precomputed masks remove the per-step numpy work (about 0.5 ms/token
+    of logits copying and masking over 51,864 ids, of 5-9 ms/token). What remains in
+    decoder_step is its own graph: ORT profiling shows ~30 % of its kernel time in Split +
+    Transpose of cross K/V, re-laid out every step because the contract passes them as
+    [4, 1, S, 384]; fixing that needs a per-layer, head-major cross K/V in the contract.
+
 Decoding defaults: ``repetition_penalty=1.0`` and ``eos_boost=0`` (both off). Hailo's example
 applies a 1.5 penalty to its fixed-window, cache-less decoder; with this KV-cached greedy loop it
 penalises legitimately repeated words ("the", "of"): on the 20 shared speech clips (int8) WER was
-4.9 % with 1.0 or 1.1 and 13.3 % with 1.5, and ``eos_boost=1`` changed nothing. ``pad_to=1500``
-keeps the decoder on the 30 s length it was trained on; ``pad_to=0`` (cross-attention over the
-500 real positions) was both faster and at 3.0 % WER on the same clips.
+4.9 % with 1.0 or 1.1 and 13.3 % with 1.5, and ``eos_boost=1`` changed nothing (measured with
+pad_to=1500).
 """
 
 from __future__ import annotations
@@ -338,7 +363,9 @@ class WhisperHybrid(Pipeline):
         if dec_backend == "onnx":
             dec_info = {"backend": "onnx", "artifact": used["decoder_step"].file}
         else:
-            dec_info = {"backend": "ct2", "artifact": f"{ct2_dir.name}/model.bin",
+            rel = (ct2_dir / "model.bin").relative_to(model_dir) if ct2_dir.is_relative_to(model_dir) \
+                else ct2_dir / "model.bin"
+            dec_info = {"backend": "ct2", "artifact": str(rel),
                         "compute_type": CT2_COMPUTE[precision], "ctranslate2": ct2mod.__version__}
         self.info = {
             "pipeline": self.name, "model_dir": str(model_dir), "precision": precision,

@@ -71,8 +71,8 @@ class RagHybrid(Pipeline):
         Option("alpha", float, 0.5, "weighted fusion: weight of the vector score (BM25 gets 1 - alpha)"),
         Option("candidates", int, 100, "depth of the vector and BM25 lists fused into the hybrid list"),
         Option("top_k", int, 10, "results per query and mode (metrics need >= 10)"),
-        Option("bm25_k1", float, BM25_K1, "BM25 k1 (0.9: Anserini default)"),
-        Option("bm25_b", float, BM25_B, "BM25 b (0.4: Anserini default)"),
+        Option("bm25_k1", float, BM25_K1, "BM25 k1 (1.2: Lucene default)"),
+        Option("bm25_b", float, BM25_B, "BM25 b (0.75: Lucene default)"),
         Option("max_queries", int, 0, "evaluate only the first N judged queries (0 = all)"),
         Option("unknown_qrels", str, "error", "qrels naming unknown ids: error, or skip (dropped and listed)",
                choices=("error", "skip")),
@@ -233,7 +233,7 @@ class RagHybrid(Pipeline):
         if not 0.0 <= options["alpha"] <= 1.0:
             raise BadInput(f"alpha={options['alpha']} must be in [0, 1]", "e.g. alpha=0.5")
         if options["bm25_k1"] < 0 or not 0.0 <= options["bm25_b"] <= 1.0:
-            raise BadInput("bm25_k1 must be >= 0 and bm25_b in [0, 1]", "defaults: k1=0.9, b=0.4")
+            raise BadInput("bm25_k1 must be >= 0 and bm25_b in [0, 1]", "defaults: k1=1.2, b=0.75")
         if options["rerank"] and self.reranker is None:
             raise ModelError("rerank=true but no reranker artifact is deployed: "
                              + self.info["reranker"]["reason"], "run without rerank, or deploy a cross-encoder "

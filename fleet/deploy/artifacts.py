@@ -59,15 +59,18 @@ def load_manifest(artifacts_dir: Path) -> dict:
     return data
 
 
-def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str, ...] = DEFAULT_MODELS) -> list[Artifact]:
-    """The artifacts ``board`` can run: target ``cpu`` entries of ``models`` for every board, plus
-    the HEF/RKNN entries of its accelerator when the board is real (not emulated).
+def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str, ...] | None = None) -> list[Artifact]:
+    """The artifacts ``board`` can run: target ``cpu`` entries of ``models`` (default: every model
+    in the manifest) for every board, plus the HEF/RKNN entries of its accelerator when the board
+    is real (not emulated).
 
     Raises:
         FleetError: a model has no ``cpu`` entries in the manifest.
     """
     root = Path(artifacts_dir).resolve()
     out: list[Artifact] = []
+    if not models:
+        models = tuple(sorted({str(e.get("model")) for e in manifest["artifacts"]}))
     for model in models:
         entries = [e for e in manifest["artifacts"] if e.get("model") == model]
         cpu = [e for e in entries if e.get("target") == "cpu"]

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", "-l", default=None, help="host pattern: names, globs, groups, comma-separated")
     p.add_argument("--artifacts", type=Path, default=None, help="artifacts folder with manifest.json (default artifacts/)")
     p.add_argument("--datasets", type=Path, default=None, help="suite data folder (default suites/datasets)")
-    p.add_argument("--models", default=None, help="models every board gets, comma-separated (default whisper-tiny.en)")
+    p.add_argument("--models", default=None, help="models every board gets, comma-separated (default: every model in the manifest)")
     p.add_argument("--runs-dir", type=Path, default=None, help="where run folders go (default runs/)")
     p.add_argument("--json", action="store_true", help="print the per-host results as JSON (progress goes to stderr)")
     p.set_defaults(func=cmd_deploy)
@@ -26,12 +26,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """Handler of `fleet deploy`: exit 0 all hosts fine, 1 a host failed, 3 hosts unreachable."""
     from rich.console import Console
 
-    from fleet.deploy.artifacts import DEFAULT_MODELS
     from fleet.deploy.report import render
     from fleet.deploy.run import deploy
 
     progress = Console(stderr=True)
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else DEFAULT_MODELS
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     result = deploy(
         args.inventory or paths.project_root() / "inventory" / "sim.yml",
         limit=args.limit,

@@ -75,7 +75,7 @@ def make_plan(
     bundle_cache: Path,
     artifacts_dir: Path,
     datasets_dir: Path,
-    models: tuple[str, ...] = art.DEFAULT_MODELS,
+    models: tuple[str, ...] | None = None,
 ) -> Plan:
     """Build wheelhouses, check artifact sha256s and decide what each board gets.
 
@@ -86,7 +86,7 @@ def make_plan(
         bundle_cache: where tars are cached (``.fleet/bundles``).
         artifacts_dir: folder with manifest.json.
         datasets_dir: folder with one sub-folder per dataset (``suites/datasets``).
-        models: models every board gets.
+        models: models every board gets (default: every model in the manifest).
 
     Raises:
         FleetError: a missing/corrupt artifact (before anything is deployed), a manifest without

@@ -12,7 +12,6 @@ from pathlib import Path
 from rich.console import Console
 
 from fleet import paths
-from fleet.deploy.artifacts import DEFAULT_MODELS
 from fleet.deploy.events import EventCollector, HostResult
 from fleet.deploy.plan import make_plan
 from fleet.errors import EXIT_INFRA, EXIT_OK, EXIT_TESTS_FAILED, FleetError
@@ -91,7 +90,7 @@ def deploy(
     artifacts_dir: Path | None = None,
     datasets_dir: Path | None = None,
     runs_dir: Path | None = None,
-    models: tuple[str, ...] = DEFAULT_MODELS,
+    models: tuple[str, ...] | None = None,
     console: Console | None = None,
 ) -> DeployResult:
     """Provision the inventory's boards: base, agent, models, datasets roles.
@@ -102,7 +101,7 @@ def deploy(
         artifacts_dir: folder with manifest.json (default ``artifacts/``).
         datasets_dir: folder with dataset sub-folders (default ``suites/datasets``).
         runs_dir: where run folders go (default ``runs/``); the newest 10 deploy runs are kept.
-        models: models every board gets.
+        models: models every board gets (default: every model in the manifest).
         console: progress output (rich), None for none.
 
     Raises:

@@ -1,4 +1,7 @@
-"""`fleet results [RUN] [--json]`: the store's view of a run, a row per board."""
+"""`fleet results [RUN] [--json] [--telemetry] [--csv DIR]`: the store's view of a run, a row per
+board; ``--telemetry`` adds, per board and measured test, the measurement verdict (VALID/INVALID
+with reasons), latency p50/p90/p99 with n, temperatures, power, energy per inference, throttle
+events and frequency drops; ``--csv DIR`` writes every telemetry trace as CSV."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ COLUMNS = [
     ("cer", "CER", "{:.1%}"),
     ("latency_p50_ms", "p50 ms", "{:.0f}"),
     ("latency_p90_ms", "p90 ms", "{:.0f}"),
+    ("latency_p99_ms", "p99 ms", "{:.0f}"),
+    ("energy_per_inference_j", "J/inf", "{:.2f}"),
     ("rtf", "RTF", "{:.3f}"),
 ]
 
@@ -22,11 +27,16 @@ def register(sub) -> None:
     p.add_argument("run", nargs="?", help="run id (default: latest)")
     p.add_argument("--db", help="results store (default results/fleet.db or $FLEET_DB)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--telemetry", action="store_true",
+                   help="show the measurement verdict, thermals, power and energy per board")
+    p.add_argument("--csv", metavar="DIR", help="export the run's telemetry traces as CSV under DIR")
     p.set_defaults(func=cmd_results)
 
 
-def summarize(store, run_id: str) -> dict:
-    """The run as plain data: run row, and per board its outcome counts, metrics and backends."""
+def summarize(store, run_id: str, telemetry: bool = False) -> dict:
+    """The run as plain data: run row, and per board its outcome counts, metrics and backends;
+    with ``telemetry`` each test that has telemetry also carries its aggregate
+    ({summary, measurement, headline}; traces stay in the store)."""
     run = store.run(run_id)
     if run is None:
         raise FleetError(f"no run '{run_id}' in {store.path}", "list runs with `fleet results --json` or omit RUN")
@@ -39,6 +49,10 @@ def summarize(store, run_id: str) -> dict:
         b["tests"].append({"test": r.test, "outcome": r.outcome, "message": r.message,
                            "duration_s": r.duration_s,
                            "metrics": [m.__dict__ for m in r.metrics]})
+        if telemetry:
+            tel = store.telemetry(r.id, traces=False)
+            if tel["aggregate"] is not None or tel["traces"]:
+                b["tests"][-1]["telemetry"] = {**(tel["aggregate"] or {}), "traces": len(tel["traces"])}
         for m in r.metrics:
             b["metrics"][m.name] = {"value": m.value, "unit": m.unit, "direction": m.direction}
         b["backends"].update(r.backends)
@@ -67,8 +81,15 @@ def cmd_results(args) -> int:
     run_id = args.run or store.latest_run()
     if not run_id:
         raise FleetError(f"the results store {store.path} has no runs yet", "run `fleet test SUITE_DIR` first")
-    data = summarize(store, run_id)
+    data = summarize(store, run_id, telemetry=args.telemetry)
+    written = []
+    if args.csv:
+        from fleet.measure.report import export_csv
+
+        written = export_csv(store, run_id, args.csv)
     if args.json:
+        if args.csv:
+            data["csv"] = [str(p) for p in written]
         print(json.dumps(data, indent=2, default=str))
         return 0
     run = data["run"]
@@ -96,4 +117,63 @@ def cmd_results(args) -> int:
         for tr in b["tests"]:
             if tr["outcome"] in ("failed", "error"):
                 console.print(f"[bold]{b['name']}[/] {tr['test']}: {tr['outcome']}: {tr['message'][:300]}")
+    if args.telemetry:
+        _print_telemetry(console, data)
+    if args.csv:
+        console.print(f"wrote {len(written)} CSV file(s) under {args.csv}")
     return 0
+
+
+def _fmt(v, spec: str) -> str:
+    return "–" if v is None or v == "" else spec.format(v)
+
+
+def _print_telemetry(console, data: dict) -> None:
+    """The measurement table: one row per board and test with telemetry."""
+    from rich.table import Table
+
+    from fleet.measure.report import headline
+
+    t = Table(title="measurements (telemetry sampled during every request; emu = emulated model)")
+    for col, just in (("board", "left"), ("test", "left"), ("verdict", "left"), ("n", "right"),
+                      ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"), ("min–max ms", "right"),
+                      ("°C max/mean", "right"), ("power W", "right"), ("J/inf", "right"),
+                      ("throttle", "right"), ("f-drops", "right")):
+        t.add_column(col, justify=just)
+    notes = []
+    for b in data["boards"]:
+        for tr in b["tests"]:
+            tel = tr.get("telemetry")
+            if not tel:
+                continue
+            meas = tel.get("measurement") or {}
+            lat = meas.get("latency") or {}
+            h = tel.get("headline") or headline(tel.get("summary"))
+            verdict = meas.get("verdict", "–")
+            color = {"VALID": "green", "INVALID": "red"}.get(verdict, "white")
+            temp = "–"
+            if "temp_max_c" in h:
+                temp = f"{h['temp_max_c']:.1f}/{h['temp_mean_c']:.1f}" + (" emu" if h.get("temp_emulated") else "")
+            power = "–"
+            if "power_mean_w" in h:
+                power = f"{h['power_mean_w']:.2f}" + (" emu" if h.get("power_emulated") else "")
+            t.add_row(b["name"], tr["test"], f"[{color}]{verdict}[/]", _fmt(lat.get("n"), "{}"),
+                      _fmt(lat.get("p50_ms"), "{:.0f}"), _fmt(lat.get("p90_ms"), "{:.0f}"),
+                      _fmt(lat.get("p99_ms"), "{:.0f}"),
+                      f"{lat['min_ms']:.0f}–{lat['max_ms']:.0f}" if "min_ms" in lat else "–",
+                      temp, power, _fmt(h.get("energy_per_inference_j"), "{:.2f}"),
+                      str(h.get("throttle_events", 0)) if h.get("throttle_checked") else "unchecked",
+                      str(h.get("freq_drops", 0)))
+            for r in meas.get("reasons", []):
+                notes.append(f"[bold]{b['name']}[/] {tr['test']}: [red]INVALID[/]: {r}")
+            if h.get("power_channel"):
+                notes.append(f"{b['name']} {tr['test']}: power = {h['power_channel']}"
+                             + (f" ({h['power_note']})" if h.get("power_note") else ""))
+            for n in meas.get("notes", []):
+                notes.append(f"{b['name']} {tr['test']}: note: {n}")
+    if not t.rows:
+        console.print("no telemetry recorded in this run")
+        return
+    console.print(t)
+    for n in notes:
+        console.print(n)

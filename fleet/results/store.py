@@ -55,6 +55,15 @@ CREATE TABLE IF NOT EXISTS metrics (
     unit TEXT,
     direction TEXT                   -- lower | higher (which way is better)
 );
+CREATE TABLE IF NOT EXISTS telemetry (
+    result_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,            -- -1: the result's aggregate; 0..n-1: one trace per request
+    label TEXT,                      -- e.g. the clip id ('aggregate' for seq -1)
+    summary_json TEXT,               -- summary (device_agent.telemetry.summary), or for seq -1
+                                     -- {"summary": merged, "measurement": verdict, latency, reasons}
+    trace_json TEXT,                 -- the trace (device_agent.protocol `run` telemetry); NULL for -1
+    PRIMARY KEY (result_id, seq)
+);
 CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
 CREATE INDEX IF NOT EXISTS metrics_result ON metrics(result_id);
 """
@@ -87,6 +96,10 @@ class Result:
     metrics: list[Metric] = field(default_factory=list)
     finished: float = 0.0
     id: int | None = None
+    #: per-request traces: [{"label", "summary", "trace"}] (written with the result)
+    telemetry: list = field(default_factory=list)
+    #: the result's aggregate: {"summary": merged summary, "measurement": {...}} or None
+    telemetry_summary: dict | None = None
 
 
 def new_run_id() -> str:
@@ -148,6 +161,12 @@ class Store:
                 "INSERT INTO metrics(result_id, name, value, unit, direction) VALUES (?,?,?,?,?)",
                 [(rid, m.name, m.value, m.unit, m.direction) for m in r.metrics],
             )
+            rows = [(rid, i, t.get("label"), json.dumps(t.get("summary")), json.dumps(t.get("trace")))
+                    for i, t in enumerate(r.telemetry)]
+            if r.telemetry_summary is not None:
+                rows.append((rid, -1, "aggregate", json.dumps(r.telemetry_summary), None))
+            cur.executemany(
+                "INSERT INTO telemetry(result_id, seq, label, summary_json, trace_json) VALUES (?,?,?,?,?)", rows)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -189,6 +208,23 @@ class Store:
                 backends=json.loads(row["backends_json"] or "{}"), models=json.loads(row["models_json"] or "{}"),
                 outputs=json.loads(row["outputs_json"] or "[]"), metrics=ms, finished=row["finished"], id=row["id"],
             ))
+        return out
+
+
+    def telemetry(self, result_id: int, traces: bool = True) -> dict:
+        """A result's telemetry: {"aggregate": {...} | None, "traces": [{"seq", "label", "summary",
+        "trace"}]} (``trace`` omitted unless ``traces``)."""
+        cols = "seq, label, summary_json" + (", trace_json" if traces else "")
+        out: dict = {"aggregate": None, "traces": []}
+        for row in self.db.execute(f"SELECT {cols} FROM telemetry WHERE result_id=? ORDER BY seq", (result_id,)):
+            summary = json.loads(row["summary_json"] or "null")
+            if row["seq"] == -1:
+                out["aggregate"] = summary
+                continue
+            t = {"seq": row["seq"], "label": row["label"], "summary": summary}
+            if traces:
+                t["trace"] = json.loads(row["trace_json"] or "null")
+            out["traces"].append(t)
         return out
 
 

@@ -42,7 +42,9 @@ def pytest_addoption(parser):
 class Recorder:
     """What a test reports besides pass/fail: metrics, per-item outputs, backends, models.
 
-    Use ``record.metric("wer", 0.08, "ratio", "lower")``; ``record.output({...})`` per item.
+    Use ``record.metric("wer", 0.08, "ratio", "lower")``; ``record.output({...})`` per item;
+    ``record.trace(label, result["telemetry"])`` per measured request (trace + summary), and
+    ``record.telemetry_summary = {"summary": merged, "measurement": {...}}`` for the aggregate.
     """
 
     metrics: list[Metric] = field(default_factory=list)
@@ -50,6 +52,14 @@ class Recorder:
     backends: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
     emulated: bool | None = None
+    telemetry: list = field(default_factory=list)
+    telemetry_summary: dict | None = None
+
+    def trace(self, label: str, telemetry: dict | None) -> None:
+        """Keep one request's telemetry ({trace, summary} from the agent) for the store."""
+        if telemetry:
+            self.telemetry.append({"label": label, "summary": telemetry.get("summary"),
+                                   "trace": telemetry.get("trace")})
 
     def metric(self, name: str, value: float, unit: str = "", direction: str = "lower") -> None:
         self.metrics.append(Metric(name, float(value), unit, direction))
@@ -192,5 +202,6 @@ def pytest_runtest_makereport(item, call):
         run_id=ctx.run_id, board=board.name, test=item.originalname or item.name, outcome=status,
         message=msg[:4000], duration_s=rep.duration, emulated=board.emulated if r.emulated is None else r.emulated,
         backends=r.backends, models=r.models, outputs=r.outputs, metrics=r.metrics, finished=time.time(),
+        telemetry=r.telemetry, telemetry_summary=r.telemetry_summary,
     ))
     item.stash[_done_key] = True

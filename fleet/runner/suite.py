@@ -10,6 +10,11 @@ suite.yml keys:
     options: {..}                    pipeline options passed with every request
     request_timeout_s: float         per-request timeout (s), default 120
     warmup_requests: int             requests run first and left out of latency figures (default 1)
+    measurement: {..}                the latency protocol (fleet.measure.protocol, MLPerf SingleStream
+                                     style): min_queries, min_duration_s, max_queries,
+                                     start_temp_max_c, sample_hz, cooldown: {below_c, zone,
+                                     timeout_s, poll_s}. A measurement breaking it is INVALID and
+                                     fails the latency test with the reason.
     thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated | hailo8l | hailo8 | rk3588 | cpu;
                                      null = not measured for that class yet, reported, not enforced
 """
@@ -24,6 +29,7 @@ import yaml
 
 from fleet.errors import FleetError
 from fleet.inventory import ACCELERATORS, BOARD_CLASSES, Board
+from fleet.measure.protocol import MeasurementConfig
 
 THRESHOLD_CLASSES = {"emulated"} | ACCELERATORS
 THRESHOLD_KEYS = {
@@ -32,6 +38,8 @@ THRESHOLD_KEYS = {
     "cer_max": ("cer", "max", "ratio"),
     "latency_p50_ms_max": ("latency_p50_ms", "max", "ms"),
     "latency_p90_ms_max": ("latency_p90_ms", "max", "ms"),
+    "latency_p99_ms_max": ("latency_p99_ms", "max", "ms"),
+    "energy_per_inference_j_max": ("energy_per_inference_j", "max", "J"),
     "rtf_max": ("rtf", "max", "ratio"),
     # rag_embedder (hybrid mode per collection; parity = min cosine to sentence-transformers)
     "cranfield_ndcg_at_10_min": ("hybrid_ndcg_at_10", "min", "ratio"),
@@ -41,7 +49,7 @@ THRESHOLD_KEYS = {
     "parity_cos_min": ("parity_cos_min", "min", "ratio"),
 }
 KNOWN_KEYS = {"name", "pipeline", "model", "dataset", "requires", "options", "thresholds",
-              "request_timeout_s", "warmup_requests", "description"}
+              "request_timeout_s", "warmup_requests", "description", "measurement"}
 
 
 @dataclass
@@ -59,6 +67,7 @@ class Suite:
     thresholds: dict = field(default_factory=dict)
     request_timeout_s: float = 120.0
     warmup_requests: int = 1
+    measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
 
     def matches(self, board: Board) -> bool:
         """True when the suite's requirements admit ``board``."""
@@ -152,7 +161,11 @@ def load_suite(suite_dir: str | Path) -> Suite:
     warmup = data.get("warmup_requests", 1)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise FleetError(f"{f}: warmup_requests must be a whole number >= 0, got {warmup!r}", "e.g. warmup_requests: 1")
+    try:
+        measurement = MeasurementConfig.from_dict(data.get("measurement"), warmup=warmup)
+    except ValueError as e:
+        raise FleetError(f"{f}: {e}", "see the measurement: block of suites/whisper_hybrid/suite.yml") from None
     return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
                  dataset=data["dataset"], accelerators=accs, boards=boards, options=opts,
                  thresholds={k: dict(v or {}) for k, v in th.items()}, request_timeout_s=float(timeout),
-                 warmup_requests=warmup)
+                 warmup_requests=warmup, measurement=measurement)

@@ -1,9 +1,11 @@
 """suites/whisper_hybrid: Whisper tiny.en on every board, on real recorded speech.
 
 Per board: the agent reports the board the inventory describes and the models deploy put there;
-every clip is transcribed once (after a warm-up request that is not measured); WER and CER over
-the set, and latency p50/p90 per clip, are recorded and checked against suite.yml's limits for
-the board's class.
+the clips are transcribed under the suite's measurement protocol (fleet/measure/protocol.py:
+warm-up excluded, at least min_queries and min_duration_s, telemetry sampled during every
+request); WER and CER over the first pass of the set, and latency p50/p90/p99 with n/min/max,
+energy per inference, temperatures and throttling, are recorded and checked against suite.yml's
+limits for the board's class. An INVALID measurement fails test_latency with its reasons.
 """
 
 from __future__ import annotations
@@ -11,24 +13,37 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fleet.measure.protocol import Measurement, Protocol, reading_temps
+from fleet.measure.report import headline
 from fleet.metrics.asr import normalize, wer_cer
 
-_transcripts: dict[str, list] = {}  # board name -> [(item, result)], one pass per board per worker
+_measurements: dict[str, Measurement] = {}  # board name -> its measurement, once per board per worker
+
+
+def _run(agent, suite, item) -> dict:
+    """One clip through the pipeline with telemetry at the suite's rate; adds ``rtt_ms``."""
+    rep = agent.request("run", {"pipeline": suite.pipeline, "input": f"data/{suite.dataset}/{item['audio']}",
+                                "options": suite.options,
+                                "telemetry": {"rate_hz": suite.measurement.sample_hz}})
+    return {**rep.result, "rtt_ms": rep.rtt_ms}
 
 
 @pytest.fixture
-def transcripts(board, agent, suite):
-    """Every clip of the suite's dataset transcribed on ``board`` (list of (manifest item, result))."""
-    if board.name not in _transcripts:
+def measurement(board, agent, suite) -> Measurement:
+    """The clips transcribed on ``board`` under the suite's measurement protocol."""
+    if board.name not in _measurements:
         items = suite.dataset_items()
         agent.request("load", {"pipeline": suite.pipeline, "options": suite.options})
-        for item in items[: suite.warmup_requests]:
-            agent.run(suite.pipeline, f"data/{suite.dataset}/{item['audio']}", suite.options)
-        _transcripts[board.name] = [
-            (item, agent.run(suite.pipeline, f"data/{suite.dataset}/{item['audio']}", suite.options))
-            for item in items
-        ]
-    return _transcripts[board.name]
+        _measurements[board.name] = Protocol(suite.measurement).run(
+            items, lambda item: _run(agent, suite, item),
+            read_temps=lambda: reading_temps(agent.request("telemetry").result))
+    return _measurements[board.name]
+
+
+@pytest.fixture
+def transcripts(measurement):
+    """Every clip of the suite's dataset transcribed once (list of (manifest item, result))."""
+    return measurement.first_pass()
 
 
 def _backends(results) -> dict:
@@ -64,22 +79,46 @@ def test_wer(board, transcripts, thresholds, record):
         assert cer <= thresholds["cer_max"], f"CER {cer:.3f} > limit {thresholds['cer_max']} on {board.name}"
 
 
-def test_latency(board, transcripts, thresholds, record):
-    """Per-clip latency (agent-side total, ms) p50/p90 and real-time factor within limits."""
-    total = np.array([r["total_ms"] for _, r in transcripts])
-    audio_s = np.array([r.get("audio_s") or 0.0 for _, r in transcripts])
-    p50, p90 = np.percentile(total, [50, 90])
-    record.metric("latency_p50_ms", p50, "ms", "lower")
-    record.metric("latency_p90_ms", p90, "ms", "lower")
-    record.metric("latency_max_ms", total.max(), "ms", "lower")
+def test_latency(board, measurement, thresholds, record):
+    """Per-clip latency (agent-side total, ms) under the measurement protocol: p50/p90/p99 with
+    n/min/max, real-time factor, energy per inference and thermals; VALID or INVALID."""
+    m = measurement
+    runs = [(q.item, q.result) for q in m.queries]
+    lat = m.latency
+    for key in ("p50", "p90", "p99", "min", "max", "mean"):
+        record.metric(f"latency_{key}_ms", lat[f"{key}_ms"], "ms", "lower")
+    record.metric("latency_n", lat["n"], "count", "higher")
+    record.metric("measurement_duration_s", m.duration_s, "s", "higher")
+    record.metric("measurement_valid", float(m.valid), "bool", "higher")
+    total = np.array([r["total_ms"] for _, r in runs])
+    audio_s = np.array([r.get("audio_s") or 0.0 for _, r in runs])
     record.metric("rtf", float(total.sum() / 1000.0 / max(audio_s.sum(), 1e-9)), "ratio", "lower")
     for stage in ("mel", "encoder", "decoder"):
-        ms = [r["stages"][stage]["ms"] for _, r in transcripts if stage in r.get("stages", {})]
+        ms = [r["stages"][stage]["ms"] for _, r in runs if stage in r.get("stages", {})]
         if ms:
             record.metric(f"{stage}_p50_ms", float(np.median(ms)), "ms", "lower")
-    rtt = np.array([r["rtt_ms"] - r["total_ms"] for _, r in transcripts])
+    rtt = np.array([r["rtt_ms"] - r["total_ms"] for _, r in runs])
     record.metric("transport_overhead_p50_ms", float(np.median(rtt)), "ms", "lower")
-    record.backends.update(_backends(transcripts))
-    if thresholds.get("latency_p90_ms_max") is not None:
-        assert p90 <= thresholds["latency_p90_ms_max"], (
-            f"p90 {p90:.0f} ms > limit {thresholds['latency_p90_ms_max']} ms on {board.name}")
+    record.backends.update(_backends(runs))
+    h = headline(m.summary)
+    if "energy_per_inference_j" in h:
+        record.metric("energy_per_inference_j", h["energy_per_inference_j"], "J", "lower")
+        record.metric("power_mean_w", h["power_mean_w"], "W", "lower")
+    if "temp_max_c" in h:
+        record.metric("temp_max_c", h["temp_max_c"], "°C", "lower")
+    record.metric("throttle_events", h["throttle_events"], "count", "lower")
+    record.metric("freq_drops", h["freq_drops"], "count", "lower")
+    for q in m.queries:
+        record.trace(str(q.item.get("id", q.index)), q.result.get("telemetry"))
+    record.telemetry_summary = {"summary": m.summary, "measurement": m.to_dict(), "headline": h}
+    if not m.valid:
+        pytest.fail(f"INVALID measurement on {board.name}: " + "; ".join(m.reasons), pytrace=False)
+    for key, metric in (("latency_p50_ms_max", "p50_ms"), ("latency_p90_ms_max", "p90_ms"),
+                        ("latency_p99_ms_max", "p99_ms")):
+        if thresholds.get(key) is not None:
+            assert lat[metric] <= thresholds[key], (
+                f"{metric[:3]} {lat[metric]:.0f} ms > limit {thresholds[key]} ms on {board.name} (n={lat['n']})")
+    if thresholds.get("energy_per_inference_j_max") is not None and "energy_per_inference_j" in h:
+        assert h["energy_per_inference_j"] <= thresholds["energy_per_inference_j_max"], (
+            f"energy {h['energy_per_inference_j']:.2f} J/inference ({h['power_channel']}) > limit "
+            f"{thresholds['energy_per_inference_j_max']} J on {board.name}")

