@@ -266,7 +266,7 @@ def test_plan_without_suite_data_skips_with_a_note(tmp_path):
     arts = make_artifacts(tmp_path / "artifacts")
     plan = make_plan([_board(emulated=True, wheel_platform="")], project=ROOT,
                      wheel_cache=ROOT / ".fleet" / "wheelhouse", bundle_cache=tmp_path / "bundles",
-                     artifacts_dir=arts, datasets_dir=tmp_path / "no-datasets")
+                     artifacts_dir=arts, datasets_dir=tmp_path / "no-datasets", models=(MODEL,))
     (hp,) = plan.hosts.values()
     assert hp.datasets == [] and any("no suite data" in n for n in plan.notes)
     (m,) = hp.models

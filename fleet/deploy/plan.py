@@ -16,7 +16,6 @@ from fleet.deploy.bundle import Bundle, folder_members, pack
 from fleet.deploy.wheelhouse import Wheelhouse, ensure_wheelhouse
 from fleet.inventory import Board
 
-DATASETS = ("speech",)
 SUMS = "SHA256SUMS"
 
 
@@ -97,13 +96,16 @@ def make_plan(
     art.verify([a for arts in selected.values() for a in arts])
     notes: list[str] = []
     datasets = []
-    for name in DATASETS:
-        src = Path(datasets_dir) / name
-        members = folder_members(src) if src.is_dir() else []
+    # every dataset folder the suites have (suites/datasets/<name>/ -> fleet_root/data/<name>/)
+    folders = sorted(p for p in Path(datasets_dir).iterdir() if p.is_dir()) if Path(datasets_dir).is_dir() else []
+    for src in folders:
+        members = folder_members(src)
         if members:
-            datasets.append(pack(members, bundle_cache, f"data-{name}").to_vars(f"data/{name}"))
+            datasets.append(pack(members, bundle_cache, f"data-{src.name}").to_vars(f"data/{src.name}"))
         else:
-            notes.append(f"no suite data at {src}: skipped data/{name}/ (add the clips and manifest.jsonl there)")
+            notes.append(f"empty dataset folder {src}: skipped data/{src.name}/")
+    if not folders:
+        notes.append(f"no suite data at {datasets_dir}: no data/ deployed (add suites/datasets/<name>/ folders)")
     houses: dict[str, Wheelhouse] = {}
     tars: dict[str, dict] = {}
     for b in boards:
