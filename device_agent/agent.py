@@ -22,6 +22,7 @@ from .manifest import list_models
 from .pipelines import PIPELINES, Pipeline, pipeline_class
 from .protocol import (MAX_MESSAGE_BYTES, AgentError, BadInput, Internal, NotLoaded, Oversized,
                        Reply, Request, decode_request, encode_reply, request_id)
+from .stack import collect_stack
 from .telemetry import DEFAULT_RATE_HZ, Sampler, discover
 
 
@@ -60,11 +61,15 @@ class Agent:
         config: this board.
         backends: backend name → Backend (default: onnx, hailo, rknn).
         sensors: telemetry sensors (default: ``telemetry.discover`` at start-up).
+        stack_roots: where the stack fingerprint reads from (``device_agent.stack.StackRoots``;
+            default the live system).
     """
 
     def __init__(self, config: BoardConfig, backends: dict[str, Backend] | None = None,
-                 sensors: list | None = None):
+                 sensors: list | None = None, stack_roots=None):
         self.config = config
+        self.stack_roots = stack_roots
+        self._stack: dict | None = None
         self.backends = backends or create_backends()
         self.loaded: dict[tuple, Pipeline] = {}
         self.sensors = discover(config, backends=self.backends) if sensors is None else list(sensors)
@@ -92,7 +97,22 @@ class Agent:
             "pipelines": pipelines,
             "loaded": [{"pipeline": k[0], "model_dir": k[1], "options": dict(k[2])} for k in self.loaded],
             "telemetry": {"sensors": [s.describe() for s in self.sensors], "default_rate_hz": DEFAULT_RATE_HZ},
+            "stack": self.stack(),
         }
+
+    def stack(self, refresh: bool = False) -> dict:
+        """The stack fingerprint (``device_agent.stack``), collected once per agent process (before
+        any model opens the NPU: `hailortcli fw-control identify` needs the device free, §5.2);
+        the models part is re-read every call since a deploy may change it."""
+        if self._stack is None or refresh:
+            self._stack = collect_stack(self.config, self.stack_roots)
+        else:
+            from .stack.collect import collect_models
+
+            errors = {k: v for k, v in self._stack["errors"].items() if not k.startswith("models.")}
+            self._stack = {**self._stack, "models": collect_models(self.config.root / "models", errors),
+                           "errors": errors}
+        return self._stack
 
     def _prepare(self, args: dict) -> tuple[Pipeline, Path, dict, tuple]:
         cls = pipeline_class(args.get("pipeline"))

@@ -24,7 +24,39 @@ Ops and their ``args``:
 
 - ``info``: ``{}`` → board, accelerator, emulated, backends, cpu, memory, models, loaded pipelines,
   and ``telemetry: {"sensors": [{"source", "emulated", "channels": [...], "note"?, "period_s"?}],
-  "default_rate_hz": 10.0}`` (the sensors discovered at start-up).
+  "default_rate_hz": 10.0}`` (the sensors discovered at start-up), and ``stack``, the stack
+  fingerprint (``device_agent.stack``; collected once per agent process, models re-read on every
+  ``info``; judged by the controller's ``fleet doctor``, recorded with every run)::
+
+      "stack": {
+        "schema": 1, "accelerator": "hailo8l", "emulated": false,
+        "os": {"name": "Debian GNU/Linux 12 (bookworm)", "id", "version_id", "version_codename"},
+        "kernel": {"release": "6.6.51+rpt-rpi-2712", "version": "<proc/version>", "machine": "aarch64"},
+        "python": {"version": "3.11.2", "implementation": "CPython", "executable": "..."},
+        "agent": {"version": "0.1.0"},
+        "board_model": "Raspberry Pi 5 Model B Rev 1.0",        # /proc/device-tree/model or null
+        "hailo": {                                             # only on hailo8l/hailo8 boards
+          "applicable": true,                                  # false + "reason" when emulated
+          "library": {"version": "4.23.0", "source": "hailortcli --version"},
+          "python_binding": {"version": "4.23.0", "source": "python dist hailort"},
+          "driver": {"version": "4.23.0", "source": "/sys/module/hailo_pci/version"},
+          "firmware": {"version": "4.23.0", "raw": "4.23.0 (release,app,...)"},
+          "device": {"architecture": "hailo8l", "architecture_raw": "HAILO8L", "board_name",
+                     "product_name", "serial_number", "part_number"},   # fw-control identify
+          "pcie": {"address": "0000:01:00.0", "current_speed": "8.0 GT/s PCIe", "current_gen": 3,
+                   "max_speed", "max_gen", "width": 1}},
+        "rknn": {                                              # only on rk3588 boards
+          "applicable": true,
+          "runtime": {"version": "2.3.2", "path": "/usr/lib/librknnrt.so"},
+          "driver": {"version": "0.9.8", "source": "/sys/kernel/debug/rknpu/version | dmesg"},
+          "toolkit_lite2": {"version": "2.3.2"}},
+        "models": {"<model>": {"files": {"<file>": {"sha256", "target", "format", "present",
+                                                    "hef_arch"?, "toolkit"?}}}},
+        "errors": {"hailo.driver": "why it could not be read", ...}}
+
+  A fact that cannot be read is ``null`` with the reason under ``errors``. ``hef_arch`` is the
+  manifest entry's ``hw_arch`` (or ``exporter.hw_arch``), else its ``target``; ``toolkit`` (for
+  .rknn) is ``exporter["rknn-toolkit2"]`` or ``toolkit_version``.
 - ``load``: ``{"pipeline": "asr.whisper_hybrid", "model_dir": "models/whisper-tiny.en" (optional),
   "options": {...load options}}`` → ``{"pipeline", "model_dir", "options", "models", ...}``.
 - ``run``: ``{"pipeline": "asr.whisper_hybrid", "input": "data/speech/jfk.flac",

@@ -21,6 +21,7 @@ COMMANDS = [
     "fleet.models.cli",
     "fleet.runner.cli",
     "fleet.results.cli",
+    "fleet.doctor.cli",
 ]
 
 

@@ -47,9 +47,12 @@ def fleet(tmp_path_factory):
 
 
 def test_suite_passes_on_every_board_with_real_speech(fleet, capsys):
-    run_id, rc = run_suite(str(SUITE), str(fleet["inventory"]), db=str(fleet["db"]),
-                           junit=str(fleet["base"] / "junit.xml"), quiet=True)
+    # through the CLI, as a user types it: `fleet test SUITE --inventory INV`
+    rc = fleet_main(["test", str(SUITE), "--inventory", str(fleet["inventory"]), "--db", str(fleet["db"]),
+                     "--junit", str(fleet["base"] / "junit.xml")])
     store = Store(fleet["db"])
+    run_id = store.latest_run()
+    assert "whisper_hybrid · passed" in capsys.readouterr().out  # the results table it prints
     results = store.results(run_id)
     assert rc == 0, [(r.board, r.test, r.outcome, r.message) for r in results]
     assert store.run(run_id)["status"] == "passed"

@@ -36,7 +36,9 @@ def register(sub) -> None:
 def summarize(store, run_id: str, telemetry: bool = False) -> dict:
     """The run as plain data: run row, and per board its outcome counts, metrics and backends;
     with ``telemetry`` each test that has telemetry also carries its aggregate
-    ({summary, measurement, headline}; traces stay in the store)."""
+    ({summary, measurement, headline}; traces stay in the store). ``fingerprint`` per board is the
+    stack verdict taken when its session opened (``doctor`` in its info: status, failures,
+    ignored); ``run.fingerprint_ignored`` lists boards that ran despite a failing fingerprint."""
     run = store.run(run_id)
     if run is None:
         raise FleetError(f"no run '{run_id}' in {store.path}", "list runs with `fleet results --json` or omit RUN")
@@ -58,6 +60,12 @@ def summarize(store, run_id: str, telemetry: bool = False) -> dict:
         b["backends"].update(r.backends)
         if r.emulated is not None:
             b["emulated"] = r.emulated
+    for b in boards.values():
+        doc = (b.get("info") or {}).get("doctor")
+        if doc:
+            b["fingerprint"] = doc
+    run = {**run, "fingerprint_ignored": sorted(b["name"] for b in boards.values()
+                                                if (b.get("fingerprint") or {}).get("ignored"))}
     return {"run": run, "boards": list(boards.values())}
 
 
@@ -93,7 +101,8 @@ def cmd_results(args) -> int:
         print(json.dumps(data, indent=2, default=str))
         return 0
     run = data["run"]
-    t = Table(title=f"run {run_id} · {run['suite']} · {run['status']}")
+    label = " · FINGERPRINT IGNORED" if run.get("fingerprint_ignored") else ""
+    t = Table(title=f"run {run_id} · {run['suite']} · {run['status']}{label}")
     t.add_column("board")
     t.add_column("outcome")
     t.add_column("passed")
@@ -114,6 +123,10 @@ def cmd_results(args) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=140)
     console.print(t)
     for b in data["boards"]:
+        fp = b.get("fingerprint") or {}
+        if fp.get("ignored"):
+            console.print(f"[bold]{b['name']}[/] [yellow]ran with a failing stack fingerprint "
+                          f"(--ignore-fingerprint)[/]: {fp.get('reason', '')[:400]}")
         for tr in b["tests"]:
             if tr["outcome"] in ("failed", "error"):
                 console.print(f"[bold]{b['name']}[/] {tr['test']}: {tr['outcome']}: {tr['message'][:300]}")

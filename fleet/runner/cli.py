@@ -21,14 +21,21 @@ def register(sub) -> None:
     p.add_argument("--db", help="results store (default results/fleet.db or $FLEET_DB)")
     p.add_argument("-k", dest="keyword", help="pytest -k expression")
     p.add_argument("--junit", help="JUnit XML path (default runs/<run>/junit.xml)")
+    p.add_argument("--ignore-fingerprint", action="store_true",
+                   help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     p.set_defaults(func=cmd_test)
 
 
 def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers: str = "auto",
               db: str | None = None, keyword: str | None = None, junit: str | None = None,
-              extra: list[str] | None = None, quiet: bool = False) -> tuple[str, int]:
+              extra: list[str] | None = None, quiet: bool = False,
+              ignore_fingerprint: bool = False) -> tuple[str, int]:
     """Run a suite on the matching boards; returns (run_id, exit code).
+
+    A board whose stack fingerprint fails `fleet doctor` is refused (its tests are ``error``)
+    unless ``ignore_fingerprint``; then it runs and the run is labelled (the boards' stored info
+    has ``doctor.ignored``, the run's argv has ``--ignore-fingerprint``).
 
     Exit codes: 0 all passed; 1 a test failed; 3 infrastructure errors only (e.g. unreachable
     board) or pytest could not run.
@@ -54,7 +61,8 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     run_dir.mkdir(parents=True, exist_ok=True)
     boards_file = run_dir / "boards.json"
     boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
-    store.start_run(run_id, suite.name, inventory=str(Path(inventory).resolve()), argv=sys.argv)
+    store.start_run(run_id, suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
+                                           "--ignore-fingerprint" not in sys.argv else []))
     n = len(boards) if workers == "auto" else int(workers)
     cmd = [sys.executable, "-m", "pytest", str(suite.dir), "-p", "fleet.runner.plugin",
            "--fleet-run", run_id, "--fleet-boards", str(boards_file), "--fleet-db", str(store.path),
@@ -62,6 +70,8 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
            "-o", "addopts=", "-q" if quiet else "-v"]
     if n > 1:
         cmd += ["-n", str(n), "--dist", "loadgroup"]
+    if ignore_fingerprint:
+        cmd += ["--fleet-ignore-fingerprint"]
     if keyword:
         cmd += ["-k", keyword]
     cmd += list(extra or [])
@@ -95,18 +105,15 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
 
 
 def cmd_test(args) -> int:
+    import argparse
+
+    from fleet.paths import runs_dir
     from fleet.results.cli import cmd_results
 
     run_id, rc = run_suite(args.suite_dir, args.inventory, args.limit, args.workers, args.db,
-                           args.keyword, args.junit, args.pytest_args)
-
-    class _A:
-        run = run_id
-        db = args.db
-        json = False
-
-    cmd_results(_A)
-    from fleet.paths import runs_dir
-
+                           args.keyword, args.junit, args.pytest_args,
+                           ignore_fingerprint=args.ignore_fingerprint)
+    # the same table `fleet results RUN` prints
+    cmd_results(argparse.Namespace(run=run_id, db=args.db, json=False, telemetry=False, csv=None))
     print(f"run {run_id}: JUnit XML in {args.junit or runs_dir() / run_id / 'junit.xml'}")
     return rc

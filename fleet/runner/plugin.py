@@ -9,7 +9,12 @@ Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
   ``thresholds`` for the board's class, and a ``record`` object for metrics and per-item outputs;
 * writes each result to the results store the moment it is known: ``passed``, ``failed``, or
   ``error`` for infrastructure problems (unreachable board, board lost, agent hung), which are
-  never counted as test failures.
+  never counted as test failures;
+* checks each board's stack fingerprint (``info.stack``, judged by ``fleet.doctor.checks``) when
+  its session opens: a board that fails a check is refused (:class:`FingerprintRefused`, so its
+  tests are ``error`` with the mismatches and their fixes) unless ``--fleet-ignore-fingerprint``
+  is given; then the tests run and the board's stored info carries
+  ``doctor: {"status": "fail", "ignored": true, ...}`` (``fleet results`` labels the run).
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ def pytest_addoption(parser):
     g.addoption("--fleet-boards", help="JSON file with the boards to test (written by `fleet test`)")
     g.addoption("--fleet-db", help="results store (SQLite path)")
     g.addoption("--fleet-suite", help="suite folder (holds suite.yml)")
+    g.addoption("--fleet-ignore-fingerprint", action="store_true", default=False,
+                help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
+
+
+class FingerprintRefused(InfrastructureError):
+    """The board's stack fingerprint fails a check (version mismatch, wrong HEF arch, ...): its
+    tests are not run and are recorded as ``error`` (infrastructure) with the reasons and fixes."""
 
 
 @dataclass
@@ -80,18 +92,38 @@ class FleetContext:
         self.store = Store(db) if db else None
         self.sessions: dict[str, AgentSession] = {}
         self.infos: dict[str, dict] = {}
+        self.ignore_fingerprint = bool(config.getoption("--fleet-ignore-fingerprint"))
+        self.refused: dict[str, str] = {}
 
     def session(self, board: Board) -> AgentSession:
-        """The board's open agent session, (re)opened when missing or dead."""
+        """The board's open agent session, (re)opened when missing or dead.
+
+        Raises:
+            BoardUnreachable / BoardLost: as AgentSession.open / info.
+            FingerprintRefused: the board's stack fingerprint fails a check and
+                ``--fleet-ignore-fingerprint`` was not given (remembered: later tests on the
+                board are refused without reconnecting).
+        """
+        if board.name in self.refused:
+            raise FingerprintRefused(self.refused[board.name])
         s = self.sessions.get(board.name)
         if s is None or not s.alive:
             timeout = self.suite.request_timeout_s if self.suite else 120.0
             s = AgentSession(board, request_timeout_s=timeout).open()
             self.sessions[board.name] = s
             info = s.info()
+            doctor = fingerprint_verdict(board, info, self.ignore_fingerprint)
+            info = {**info, "doctor": doctor}
             self.infos[board.name] = info
             if self.store and self.run_id:
                 self.store.add_board(self.run_id, board.name, board.board, board.accelerator, board.emulated, info)
+            if doctor["status"] == "fail" and not self.ignore_fingerprint:
+                s.close()
+                self.sessions.pop(board.name, None)
+                self.refused[board.name] = (
+                    f"board {board.name} refused: stack fingerprint fails `fleet doctor`: {doctor['reason']} "
+                    f"(or run anyway with `fleet test --ignore-fingerprint`)")
+                raise FingerprintRefused(self.refused[board.name])
         return s
 
     def close(self) -> None:
@@ -100,6 +132,19 @@ class FleetContext:
         self.sessions.clear()
         if self.store:
             self.store.close()
+
+
+def fingerprint_verdict(board: Board, info: dict, ignored: bool = False) -> dict:
+    """``{"status": "pass"|"fail", "failures": [finding dicts], "reason": text, "ignored": bool,
+    "warnings": n}`` for a board's ``info`` (fleet.doctor.checks), stored with the board."""
+    import device_agent
+    from fleet.doctor.checks import WARN, check_info, expected_of, failures, summary_line
+
+    findings = check_info(info, expected_of(board), device_agent.__version__)
+    bad = failures(findings)
+    return {"status": "fail" if bad else "pass", "failures": [f.to_dict() for f in bad],
+            "reason": summary_line(findings), "ignored": bool(ignored and bad),
+            "warnings": sum(f.status == WARN for f in findings)}
 
 
 def pytest_configure(config):
