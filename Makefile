@@ -9,8 +9,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 # Debian packages: sshd for emulated boards, python3-venv for the boards' venvs, iproute2/nftables
-# for the boards' network namespaces and fault injection.
-APT_PACKAGES := openssh-server python3-venv iproute2 nftables
+# for the boards' network namespaces and fault injection, chromium for the dashboard's browser test.
+APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium
 
 .PHONY: setup system-deps demo test models sim-down clean
 
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	$(MAKE) system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[controller,build]'
+	$(BIN)/python -m pip install -q -e '.[controller,build,test]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -21,7 +21,10 @@ COMMANDS = [
     "fleet.models.cli",
     "fleet.runner.cli",
     "fleet.results.cli",
+    "fleet.report.cli",
+    "fleet.dashboard.cli",
     "fleet.doctor.cli",
+    "fleet.leases.cli",
 ]
 
 

@@ -235,8 +235,9 @@ class _Config:
         self.opts = {"--fleet-run": None, "--fleet-boards": None, "--fleet-suite": None, "--fleet-db": None,
                      "--fleet-ignore-fingerprint": False, **opts}
 
-    def getoption(self, name):
-        return self.opts[name]
+    def getoption(self, name, default=None):
+        # options this test does not set (e.g. --fleet-not-run) take pytest's default
+        return self.opts.get(name, default)
 
 
 def _fake_session(monkeypatch, info):

@@ -78,12 +78,16 @@ class OnnxBackend(Backend):
         except ImportError:
             return None
 
-    def load(self, path: str | Path, intra_op_threads: int | None = None, **_options) -> OnnxModel:
+    def load(self, path: str | Path, intra_op_threads: int | None = None, spinning: bool = False,
+             **_options) -> OnnxModel:
         """Create an InferenceSession on CPUExecutionProvider.
 
         Args:
             path: .onnx file.
             intra_op_threads: override the backend's thread count for this model (0 = default).
+            spinning: let intra-op threads spin-wait between ops. Off by default: on a shared or
+                2-core CPU the spinning threads of one session burn the core the next stage (or
+                another process) needs; measured 2x slower decoding (benchmarks/asr_hybrid.py).
 
         Raises:
             ModelError: file missing or onnxruntime cannot load it.
@@ -97,6 +101,9 @@ class OnnxBackend(Backend):
         if threads > 0:
             so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as e:

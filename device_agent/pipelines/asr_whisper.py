@@ -133,36 +133,15 @@ def split_windows(audio: np.ndarray, window_s: float = WINDOW_S, search_s: float
 
 
 def _ort_session(path: Path, threads: int, spinning: bool):
-    """An onnxruntime CPU session tuned for this pipeline, as a backend ``OnnxModel``.
-
-    Like ``OnnxBackend.load`` plus: sequential execution, all graph optimizations, and intra-op
-    spin-waiting off unless ``spinning`` (spinning threads of one session keep burning a core
-    while the next stage runs, and lose badly on a shared CPU; module docstring).
+    """An onnxruntime CPU session (``OnnxBackend.load``: sequential execution, all graph
+    optimizations, spin-waiting off unless ``spinning``; module docstring has the numbers).
 
     Raises:
         ModelError: file missing or onnxruntime cannot load it.
     """
-    import onnxruntime as ort
+    from ..backends.onnx import OnnxBackend
 
-    from ..backends.base import require_file
-    from ..backends.onnx import OnnxModel
-
-    p = require_file(path, "onnx")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads > 0:
-        so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    try:
-        sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception classes
-        raise ModelError(f"onnxruntime cannot load {p}: {str(e).splitlines()[0] if str(e) else e!r}",
-                         "rebuild the artifact (fleet models build) for onnxruntime "
-                         f"{ort.__version__}") from None
-    return OnnxModel(p, sess)
+    return OnnxBackend().load(path, intra_op_threads=threads, spinning=spinning)
 
 
 def _ort_error(model, e: Exception) -> Exception:

@@ -112,11 +112,14 @@ class AgentSession:
         self._chan = None
         self._rfile = None
         self._next_id = 1
+        #: why the session died (the BoardLost message), "" while it lives
+        self.lost_reason = ""
 
     # -- lifecycle -------------------------------------------------------------------------
-    def open(self) -> "AgentSession":
+    def open(self, connect_timeout_s: float = 15.0) -> "AgentSession":
         """Connect and start the agent. Raises BoardUnreachable."""
-        self._conn = connect(self.board)
+        self.lost_reason = ""
+        self._conn = connect(self.board, timeout_s=connect_timeout_s)
         try:
             transport = self._conn.client.get_transport()
             self._chan = transport.open_session()
@@ -180,26 +183,30 @@ class AgentSession:
             self._send({"id": rid, "op": op, "args": args or {}})
             line = self._rfile.readline()
         except (socket.timeout, TimeoutError):
-            self.close()
-            raise BoardLost(f"board {self.board.name}: no reply to '{op}' within {timeout:.0f} s "
-                            "(agent hung or link down); session closed") from None
+            raise self._lost(f"board {self.board.name}: no reply to '{op}' within {timeout:g} s "
+                             "(agent hung or link down); session closed") from None
         except (OSError, EOFError) as e:
-            self.close()
-            raise BoardLost(f"board {self.board.name}: connection lost during '{op}': {e}") from None
+            raise self._lost(f"board {self.board.name}: connection lost during '{op}': {e}") from None
         rtt_ms = (time.perf_counter() - t0) * 1000.0
         if not line:
             err = self._stderr_tail()
-            self.close()
-            raise BoardLost(f"board {self.board.name}: agent closed the session during '{op}'"
-                            + (f"; agent stderr: {err}" if err else ""))
+            code = self._chan.exit_status if self._chan is not None and self._chan.exit_status_ready() else None
+            raise self._lost(f"board {self.board.name}: agent closed the session during '{op}'"
+                             + (f" (agent exit status {code})" if code is not None else "")
+                             + (f"; agent stderr: {err}" if err else ""))
         msg = protocol.decode_reply(line)
         if msg.get("id") != rid:
-            self.close()
-            raise BoardLost(f"board {self.board.name}: reply id {msg.get('id')} != request id {rid}")
+            raise self._lost(f"board {self.board.name}: reply id {msg.get('id')} != request id {rid}")
         if not msg.get("ok"):
             e = msg.get("error") or {}
             raise AgentError(e.get("type", "Error"), e.get("message", "?"), e.get("fix", ""))
         return Reply(result=msg.get("result") or {}, timings=msg.get("timings") or {}, rtt_ms=rtt_ms)
+
+    def _lost(self, reason: str) -> BoardLost:
+        """Close the session, remember why, and return the BoardLost to raise."""
+        self.close()
+        self.lost_reason = reason
+        return BoardLost(reason)
 
     def info(self) -> dict:
         """The agent's ``info`` (board, backends, models with sha256; docs/contracts.md §4)."""

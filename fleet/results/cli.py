@@ -30,7 +30,14 @@ def register(sub) -> None:
     p.add_argument("--telemetry", action="store_true",
                    help="show the measurement verdict, thermals, power and energy per board")
     p.add_argument("--csv", metavar="DIR", help="export the run's telemetry traces as CSV under DIR")
+    _export().register_args(p)  # --metrics-json FILE, --prometheus [--push URL], --regressions
     p.set_defaults(func=cmd_results)
+
+
+def _export():
+    from fleet.results import export
+
+    return export
 
 
 def summarize(store, run_id: str, telemetry: bool = False) -> dict:
@@ -76,7 +83,9 @@ def board_outcome(b: dict) -> str:
     for k in ("error", "failed"):
         if o.get(k):
             return k
-    return "passed" if o.get("passed") else next(iter(o))
+    if o.get("passed"):
+        return "passed"
+    return "not-run" if o.get("not-run") else next(iter(o))
 
 
 def cmd_results(args) -> int:
@@ -89,6 +98,8 @@ def cmd_results(args) -> int:
     run_id = args.run or store.latest_run()
     if not run_id:
         raise FleetError(f"the results store {store.path} has no runs yet", "run `fleet test SUITE_DIR` first")
+    if _export().wants_export(args):
+        return _export().cmd_export(store, run_id, args)
     data = summarize(store, run_id, telemetry=args.telemetry)
     written = []
     if args.csv:
@@ -128,7 +139,7 @@ def cmd_results(args) -> int:
             console.print(f"[bold]{b['name']}[/] [yellow]ran with a failing stack fingerprint "
                           f"(--ignore-fingerprint)[/]: {fp.get('reason', '')[:400]}")
         for tr in b["tests"]:
-            if tr["outcome"] in ("failed", "error"):
+            if tr["outcome"] in ("failed", "error", "not-run"):
                 console.print(f"[bold]{b['name']}[/] {tr['test']}: {tr['outcome']}: {tr['message'][:300]}")
     if args.telemetry:
         _print_telemetry(console, data)

@@ -30,7 +30,7 @@ def write_junit(store: Store, run_id: str, path: str | Path) -> Path:
             root, "testsuite", name=f"{run.get('suite', '')}[{board}]", tests=str(len(results)),
             failures=str(sum(r.outcome == "failed" for r in results)),
             errors=str(sum(r.outcome == "error" for r in results)),
-            skipped=str(sum(r.outcome == "skipped" for r in results)),
+            skipped=str(sum(r.outcome in ("skipped", "not-run") for r in results)),
             time=f"{sum(r.duration_s for r in results):.3f}",
         )
         props = ET.SubElement(ts, "properties")
@@ -53,6 +53,8 @@ def write_junit(store: Store, run_id: str, path: str | Path) -> Path:
                 ET.SubElement(tc, "error", message=r.message[:500], type="infrastructure").text = r.message
             elif r.outcome == "skipped":
                 ET.SubElement(tc, "skipped", message=r.message[:500])
+            elif r.outcome == "not-run":  # e.g. the board was leased by another run
+                ET.SubElement(tc, "skipped", message=f"not-run: {r.message}"[:500], type="not-run")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from fleet.errors import EXIT_INFRA, EXIT_TESTS_FAILED, FleetError
+
+#: outcomes a resume keeps (the test ran to a verdict); error / not-run are run again
+FINISHED = ("passed", "failed", "skipped")
 
 
 def register(sub) -> None:
@@ -23,6 +27,12 @@ def register(sub) -> None:
     p.add_argument("--junit", help="JUnit XML path (default runs/<run>/junit.xml)")
     p.add_argument("--ignore-fingerprint", action="store_true",
                    help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
+    p.add_argument("--resume", metavar="RUN",
+                   help="resume RUN: keep its passed/failed/skipped results, re-run only what errored or did not run")
+    p.add_argument("--lease-wait", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for boards leased by another run (default 0: skip them as not-run)")
+    p.add_argument("--lease-ttl", type=float, default=None, metavar="S",
+                   help="lease expiry (s), renewed every S/3 while the run lives (default 60)")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     p.set_defaults(func=cmd_test)
 
@@ -30,7 +40,8 @@ def register(sub) -> None:
 def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers: str = "auto",
               db: str | None = None, keyword: str | None = None, junit: str | None = None,
               extra: list[str] | None = None, quiet: bool = False,
-              ignore_fingerprint: bool = False) -> tuple[str, int]:
+              ignore_fingerprint: bool = False, resume: str | None = None,
+              lease_wait: float = 0.0, lease_ttl: float | None = None) -> tuple[str, int]:
     """Run a suite on the matching boards; returns (run_id, exit code).
 
     A board whose stack fingerprint fails `fleet doctor` is refused (its tests are ``error``)
@@ -38,7 +49,17 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     has ``doctor.ignored``, the run's argv has ``--ignore-fingerprint``).
 
     Exit codes: 0 all passed; 1 a test failed; 3 infrastructure errors only (e.g. unreachable
-    board) or pytest could not run.
+    board, board lost), nothing ran (every board leased by another run), or pytest could not
+    run; 130 interrupted (KeyboardInterrupt is re-raised after the run is marked
+    ``interrupted``, pytest stopped, leases released).
+
+    Leases (fleet.leases): every board is leased for this run before pytest starts and renewed
+    while it lives; a board another live run holds is waited for up to ``lease_wait`` s, then its
+    tests are recorded ``not-run`` ("leased by <owner> (run <id>) until <time>").
+
+    ``resume``: reuse that run id and its boards; (board, test) pairs already passed, failed or
+    skipped are kept and not re-run; error / not-run rows are dropped and their tests run again
+    (runs/<run>/resumes.json records each resume and what it re-ran).
 
     Raises:
         FleetError: bad suite.yml or inventory, or no board matches the suite.
@@ -50,19 +71,67 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     from fleet.runner.suite import load_suite
 
     suite = load_suite(suite_dir)
-    boards = [b for b in load_inventory(inventory, limit) if suite.matches(b)]
-    if not boards:
-        raise FleetError(f"no board in {inventory} matches suite {suite.name} "
-                         f"(requires accelerators {sorted(suite.accelerators)}, boards {sorted(suite.boards)})",
-                         "add such a board to the inventory or widen requires: in suite.yml")
     store = open_store(db)
-    run_id = new_run_id()
-    run_dir = runs_dir() / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    boards_file = run_dir / "boards.json"
-    boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
-    store.start_run(run_id, suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
-                                           "--ignore-fingerprint" not in sys.argv else []))
+    done: list[list[str]] = []
+    if resume:
+        prev = store.run(resume)
+        if prev is None:
+            store.close()
+            raise FleetError(f"no run '{resume}' in {store.path}", "list runs with `fleet results --json`")
+        if prev["suite"] != suite.name:
+            store.close()
+            raise FleetError(f"run {resume} ran suite {prev['suite']}, not {suite.name}",
+                             f"resume it with its own suite folder")
+        run_id = resume
+        run_dir = runs_dir() / run_id
+        boards_file = run_dir / "boards.json"
+        if boards_file.exists():
+            from fleet.inventory import Board
+
+            boards = [Board(**b) for b in json.loads(boards_file.read_text())]
+        else:
+            boards = [b for b in load_inventory(prev.get("inventory") or inventory, limit) if suite.matches(b)]
+        done, dropped = _prepare_resume(store, run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
+        log = run_dir / "resumes.json"
+        history = json.loads(log.read_text()) if log.exists() else []
+        history.append({"resumed_at": time.time(), "argv": list(sys.argv), "kept": done, "rerun": dropped})
+        log.write_text(json.dumps(history, indent=1))
+        argv = json.loads(prev.get("argv") or "[]") + ["--resume", run_id]
+        store.db.execute("UPDATE runs SET status='running', finished=NULL, argv=? WHERE id=?",
+                         (json.dumps(argv), run_id))
+    else:
+        boards = [b for b in load_inventory(inventory, limit) if suite.matches(b)]
+        if not boards:
+            store.close()
+            raise FleetError(f"no board in {inventory} matches suite {suite.name} "
+                             f"(requires accelerators {sorted(suite.accelerators)}, boards {sorted(suite.boards)})",
+                             "add such a board to the inventory or widen requires: in suite.yml")
+        run_id = new_run_id()
+        run_dir = runs_dir() / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        boards_file = run_dir / "boards.json"
+        boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
+        store.start_run(run_id, suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
+                                               "--ignore-fingerprint" not in sys.argv else []))
+    from fleet.leases import DEFAULT_TTL_S, RunLeases
+
+    leases = RunLeases(store.path, run_id, ttl_s=lease_ttl or DEFAULT_TTL_S)
+    try:
+        leases.acquire([b.name for b in boards], wait_s=lease_wait)
+    except BaseException:
+        leases.release()
+        store.finish_run(run_id, "interrupted")
+        store.close()
+        raise
+    import shutil
+
+    shutil.rmtree(run_dir / "lost", ignore_errors=True)  # lost-board markers of an earlier attempt
+    not_run_file = run_dir / "not_run.json"
+    not_run_file.write_text(json.dumps(leases.refused, indent=1))
+    done_file = run_dir / "done.json"
+    done_file.write_text(json.dumps(done))
     n = len(boards) if workers == "auto" else int(workers)
     cmd = [sys.executable, "-m", "pytest", str(suite.dir), "-p", "fleet.runner.plugin",
            "--fleet-run", run_id, "--fleet-boards", str(boards_file), "--fleet-db", str(store.path),
@@ -72,6 +141,10 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
         cmd += ["-n", str(n), "--dist", "loadgroup"]
     if ignore_fingerprint:
         cmd += ["--fleet-ignore-fingerprint"]
+    if leases.refused:
+        cmd += ["--fleet-not-run", str(not_run_file)]
+    if done:
+        cmd += ["--fleet-done", str(done_file)]
     if keyword:
         cmd += ["-k", keyword]
     cmd += list(extra or [])
@@ -80,17 +153,17 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     status = "error"
     rc = EXIT_INFRA
     try:
-        proc = subprocess.run(cmd, env=env)
+        returncode = _run_pytest(cmd, env)
         results = store.results(run_id)
-        outcomes = {r.outcome for r in results}
-        if proc.returncode in (0, 1) and results:
+        outcomes = {r.outcome for r in results} - {"not-run"}
+        if returncode in (0, 1) and outcomes:
             if "failed" in outcomes:
                 status, rc = "failed", EXIT_TESTS_FAILED
             elif "error" in outcomes:
                 status, rc = "error", EXIT_INFRA
             else:
                 status, rc = "passed", 0
-        elif proc.returncode == 5 or not results:
+        elif returncode == 5 or not outcomes:
             status, rc = "error", EXIT_INFRA
         else:
             status, rc = ("failed" if "failed" in outcomes else "error"), (EXIT_TESTS_FAILED if "failed" in outcomes else EXIT_INFRA)
@@ -98,10 +171,61 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
         status, rc = "interrupted", 130
         raise
     finally:
-        store.finish_run(run_id, status)
-        write_junit(store, run_id, junit or run_dir / "junit.xml")
-        store.close()
+        try:
+            leases.release()
+        finally:
+            store.finish_run(run_id, status)
+            write_junit(store, run_id, junit or run_dir / "junit.xml")
+            store.close()
     return run_id, rc
+
+
+def _prepare_resume(store, run_id: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Keep the run's finished (board, test) pairs, drop its error / not-run rows (they run again).
+
+    Returns:
+        (kept pairs, dropped pairs), each ``[board, test]``.
+    """
+    results = store.results(run_id)
+    finished = {(r.board, r.test) for r in results if r.outcome in FINISHED}
+    dropped = sorted({(r.board, r.test) for r in results if (r.board, r.test) not in finished})
+    ids = [r.id for r in results if (r.board, r.test) not in finished]
+    cur = store.db.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        for rid in ids:
+            cur.execute("DELETE FROM metrics WHERE result_id=?", (rid,))
+            cur.execute("DELETE FROM telemetry WHERE result_id=?", (rid,))
+            cur.execute("DELETE FROM results WHERE id=?", (rid,))
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return [list(p) for p in sorted(finished)], [list(p) for p in dropped]
+
+
+def _run_pytest(cmd: list[str], env: dict) -> int:
+    """Run pytest; on KeyboardInterrupt (Ctrl-C reaches the whole process group, `kill -INT`
+    only us) make sure pytest stops too: give it a moment to see its own SIGINT, forward one,
+    then SIGTERM and SIGKILL. Its workers close their agent sessions (the agents exit) on the
+    way out. Re-raises KeyboardInterrupt."""
+    import signal
+
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        for sig, wait_s in ((None, 2.0), (signal.SIGINT, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            if sig is not None and proc.poll() is None:
+                proc.send_signal(sig)
+            try:
+                proc.wait(wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
+                continue
+        raise
 
 
 def cmd_test(args) -> int:
@@ -112,7 +236,8 @@ def cmd_test(args) -> int:
 
     run_id, rc = run_suite(args.suite_dir, args.inventory, args.limit, args.workers, args.db,
                            args.keyword, args.junit, args.pytest_args,
-                           ignore_fingerprint=args.ignore_fingerprint)
+                           ignore_fingerprint=args.ignore_fingerprint, resume=args.resume,
+                           lease_wait=args.lease_wait, lease_ttl=args.lease_ttl)
     # the same table `fleet results RUN` prints
     cmd_results(argparse.Namespace(run=run_id, db=args.db, json=False, telemetry=False, csv=None))
     print(f"run {run_id}: JUnit XML in {args.junit or runs_dir() / run_id / 'junit.xml'}")

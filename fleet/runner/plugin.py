@@ -14,7 +14,12 @@ Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
   its session opens: a board that fails a check is refused (:class:`FingerprintRefused`, so its
   tests are ``error`` with the mismatches and their fixes) unless ``--fleet-ignore-fingerprint``
   is given; then the tests run and the board's stored info carries
-  ``doctor: {"status": "fail", "ignored": true, ...}`` (``fleet results`` labels the run).
+  ``doctor: {"status": "fail", "ignored": true, ...}`` (``fleet results`` labels the run);
+* keeps a lost board from stalling the run: when a board's session dies (agent killed, agent hung
+  past the request timeout, link down) the next test reconnects once and starts a new agent; if
+  that fails the board is *lost* and its remaining tests are ``error`` "board lost: ..." at once;
+* records the tests of boards another run has leased (``--fleet-not-run``) as ``not-run`` with the
+  holder, and leaves out (board, test) pairs a resumed run already finished (``--fleet-done``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from fleet.inventory import Board
-from fleet.remote.session import AgentSession, InfrastructureError
+from fleet.remote.session import AgentSession, BoardLost, BoardUnreachable, InfrastructureError
 from fleet.results.store import Metric, Result, Store
 from fleet.runner.suite import Suite, load_suite
 
@@ -43,6 +48,8 @@ def pytest_addoption(parser):
     g.addoption("--fleet-suite", help="suite folder (holds suite.yml)")
     g.addoption("--fleet-ignore-fingerprint", action="store_true", default=False,
                 help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
+    g.addoption("--fleet-not-run", help="JSON file {board: reason}: boards whose tests are recorded not-run")
+    g.addoption("--fleet-done", help="JSON file [[board, test], ...]: pairs a resumed run already finished")
 
 
 class FingerprintRefused(InfrastructureError):
@@ -94,6 +101,16 @@ class FleetContext:
         self.infos: dict[str, dict] = {}
         self.ignore_fingerprint = bool(config.getoption("--fleet-ignore-fingerprint"))
         self.refused: dict[str, str] = {}
+        nr = config.getoption("--fleet-not-run")
+        self.not_run: dict[str, str] = json.loads(Path(nr).read_text()) if nr else {}
+        dn = config.getoption("--fleet-done")
+        self.done: set[tuple[str, str]] = {tuple(p) for p in json.loads(Path(dn).read_text())} if dn else set()
+        #: board -> why it is lost (its session died and a reconnect failed)
+        self.lost: dict[str, str] = {}
+        # shared by every worker of the run (a board's tests may land on more than one worker)
+        self.lost_dir = Path(boards_file).with_name("lost") if boards_file else None
+        #: reconnect timeout (s) after a session died: short, so a lost board costs seconds
+        self.reconnect_timeout_s = 5.0
 
     def session(self, board: Board) -> AgentSession:
         """The board's open agent session, (re)opened when missing or dead.
@@ -106,10 +123,27 @@ class FleetContext:
         """
         if board.name in self.refused:
             raise FingerprintRefused(self.refused[board.name])
+        if board.name not in self.lost and self.lost_dir is not None and (self.lost_dir / board.name).exists():
+            self.lost[board.name] = (self.lost_dir / board.name).read_text()
+        if board.name in self.lost:
+            raise BoardLost(self.lost[board.name])
         s = self.sessions.get(board.name)
         if s is None or not s.alive:
             timeout = self.suite.request_timeout_s if self.suite else 120.0
-            s = AgentSession(board, request_timeout_s=timeout).open()
+            if s is None:
+                s = AgentSession(board, request_timeout_s=timeout).open()
+            else:  # the session died in an earlier test: one quick reconnect, else the board is lost
+                why = getattr(s, "lost_reason", "") or "its session closed"
+                s.close()
+                try:
+                    s = AgentSession(board, request_timeout_s=timeout).open(connect_timeout_s=self.reconnect_timeout_s)
+                except BoardUnreachable as e:
+                    self.sessions.pop(board.name, None)
+                    self.lost[board.name] = f"board lost: {board.name} ({why}; reconnect failed: {e})"
+                    if self.lost_dir is not None:
+                        self.lost_dir.mkdir(exist_ok=True)
+                        (self.lost_dir / board.name).write_text(self.lost[board.name])
+                    raise BoardLost(self.lost[board.name]) from None
             self.sessions[board.name] = s
             info = s.info()
             doctor = fingerprint_verdict(board, info, self.ignore_fingerprint)
@@ -177,6 +211,27 @@ def pytest_generate_tests(metafunc):
     )
 
 
+def pytest_collection_modifyitems(session, config, items):
+    ctx = getattr(config, "_fleet", None)
+    if ctx is None or not ctx.done:
+        return
+    keep, drop = [], []
+    for item in items:
+        b = _board_of(item)
+        (drop if b is not None and (b.name, item.originalname or item.name) in ctx.done else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    ctx = getattr(item.config, "_fleet", None)
+    b = _board_of(item)
+    if ctx is not None and b is not None and b.name in ctx.not_run:
+        pytest.skip(f"not-run: {ctx.not_run[b.name]}")
+
+
 @pytest.fixture(scope="session")
 def suite(request) -> Suite:
     """The suite under test (suite.yml, parsed)."""
@@ -231,6 +286,8 @@ def pytest_runtest_makereport(item, call):
     if rep.skipped:
         status = "skipped"
         msg = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else str(rep.longrepr or "")
+        if board.name in ctx.not_run:
+            status, msg = "not-run", ctx.not_run[board.name]
     elif rep.passed:
         status, msg = "passed", ""
     else:

@@ -1,0 +1,73 @@
+"""`fleet leases [--json]` lists board leases; `fleet leases release BOARD [--yes]` frees one."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from fleet.errors import FleetError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("leases", help="list board leases, or free one (`fleet leases release BOARD`)")
+    p.add_argument("action", nargs="?", choices=["list", "release"], default="list",
+                   help="list (default) or release")
+    p.add_argument("board", nargs="?", help="the board to release")
+    p.add_argument("--db", help="results store holding the leases (default results/fleet.db or $FLEET_DB)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--yes", "-y", action="store_true", help="release without asking")
+    p.set_defaults(func=cmd_leases)
+
+
+def _db_path(db: str | None):
+    import os
+
+    from fleet.paths import default_db
+
+    return db or os.environ.get("FLEET_DB") or default_db()
+
+
+def cmd_leases(args) -> int:
+    from fleet.leases import LeaseStore
+
+    store = LeaseStore(_db_path(args.db))
+    try:
+        if args.action == "release":
+            return _release(store, args)
+        leases = store.list()
+        if args.json:
+            print(json.dumps([lz.to_dict() for lz in leases], indent=2))
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"board leases ({store.path})")
+        for col in ("board", "owner", "run", "expires", "state"):
+            t.add_column(col)
+        for lz in leases:
+            t.add_row(lz.board, lz.owner, lz.run_id, lz.until,
+                      "[yellow]expired[/]" if lz.expired else ("[red]holder dead[/]" if lz.holder_dead() else "[green]held[/]"))
+        console = Console() if sys.stdout.isatty() else Console(width=140)
+        console.print(t if leases else "no board is leased")
+        return 0
+    finally:
+        store.close()
+
+
+def _release(store, args) -> int:
+    if not args.board:
+        raise FleetError("`fleet leases release` needs a board name", "e.g. fleet leases release sim-pi5-1")
+    lease = store.get(args.board)
+    if lease is None:
+        raise FleetError(f"board {args.board} is not leased", "see `fleet leases`")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise FleetError(f"refusing to release {args.board} ({lease.describe()}) without confirmation",
+                             "pass --yes (stdin is not a terminal)")
+        answer = input(f"release {args.board}, {lease.describe()}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("not released")
+            return 1
+    store.release(board=args.board)
+    print(f"released {args.board} ({lease.describe()})")
+    return 0

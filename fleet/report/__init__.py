@@ -1,0 +1,1 @@
+"""Static HTML report and the views the dashboard shares, derived from the results store."""

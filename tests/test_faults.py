@@ -1,0 +1,275 @@
+"""Fault matrix on an emulated fleet (docs/faults.md): real sshd boards in network namespaces
+(when root), the real agent deployed by Ansible, `fleet test` as a user runs it.
+
+A tiny suite (tmp folder) keeps each fault to seconds: test_a asks `info`; test_b_busy sends
+`telemetry` requests in a loop until the test here says stop (the fault is injected while it
+runs, so it hits a request in flight or the next one); test_c and test_d ask `info` afterwards.
+request_timeout_s is 3 s, so a hung agent or a dead link is noticed in 3 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet.deploy.run import deploy
+from fleet.leases import LeaseStore
+from fleet.paths import artifacts_dir
+from fleet.results.store import Store
+from fleet.sim import lifecycle
+from fleet.sim.state import load_state
+
+ROOT = Path(__file__).resolve().parents[1]
+VICTIM, OTHER = "sim-rk3588-1", "sim-pi5-1"
+
+pytestmark = pytest.mark.slow
+
+SUITE_YML = """name: faults
+pipeline: asr.whisper_hybrid
+model: whisper-tiny.en
+dataset: speech
+request_timeout_s: 3
+"""
+
+SUITE_TESTS = '''
+import os, time
+from pathlib import Path
+
+CTL = Path(os.environ["FLEET_FAULT_DIR"])
+
+
+def test_a_info(agent):
+    assert agent.info()["board"]
+
+
+def test_b_busy(agent, board):
+    (CTL / f"busy-{board.name}").touch()
+    end = time.time() + 60
+    while time.time() < end and not (CTL / f"stop-{board.name}").exists():
+        agent.request("telemetry")
+        time.sleep(0.05)
+
+
+def test_c_info(agent):
+    assert agent.info()["board"]
+
+
+def test_d_info(agent):
+    assert agent.info()["board"]
+'''
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Two emulated boards, deployed once for every fault test."""
+    arts = artifacts_dir()
+    assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build whisper-tiny.en`"
+    base = tmp_path_factory.mktemp("faults")
+    state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
+    suite = base / "suite"
+    suite.mkdir()
+    (suite / "suite.yml").write_text(SUITE_YML)
+    (suite / "test_faults_suite.py").write_text(SUITE_TESTS)
+    try:
+        lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1,rk3588:1", use_netns=os.geteuid() == 0)
+        result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs", models=("whisper-tiny.en",))
+        assert result.exit_code == 0, result.to_dict()
+        state = load_state(state_dir)
+        yield {"state_dir": state_dir, "inventory": inv, "base": base, "suite": suite,
+               "boards": {b.name: b for b in state.boards}}
+    finally:
+        for b in (load_state(state_dir).boards if load_state(state_dir) else []):
+            for pid in agent_pids(b.root):
+                _signal(pid, signal.SIGCONT)
+                _signal(pid, signal.SIGKILL)
+            if b.host_if:
+                subprocess.run(["ip", "link", "set", b.host_if, "up"], check=False)
+        lifecycle.down(state_dir)
+
+
+def _signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def agent_pids(root: str) -> list[int]:
+    """Pids of `fleet-agent --root ROOT serve` processes (the board's agents), by /proc scan."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in argv if a]
+        if "serve" in argv and "--root" in argv and any(a.endswith("fleet-agent") for a in argv):
+            i = argv.index("--root")
+            if i + 1 < len(argv) and argv[i + 1] == root:
+                out.append(int(d.name))
+    return out
+
+
+def _wait_for(pred, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Run:
+    """`fleet test` (or `--resume`) as a subprocess, with the controls the suite listens to."""
+
+    def __init__(self, fleet, name: str, *extra: str):
+        self.ctl = fleet["base"] / f"ctl-{name}"
+        self.ctl.mkdir()
+        self.db = fleet["base"] / f"{name}.db"
+        env = {**os.environ, "FLEET_FAULT_DIR": str(self.ctl), "FLEET_HOME": str(fleet["base"])}
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        self.cmd = [sys.executable, "-m", "fleet.cli", "test", str(fleet["suite"]), "--inventory",
+                    str(fleet["inventory"]), "--db", str(self.db), *extra]
+        self.env = env
+        self.proc = None
+
+    def start(self, *extra: str) -> "Run":
+        self.proc = subprocess.Popen(self.cmd + list(extra), env=self.env, cwd=ROOT, start_new_session=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return self
+
+    def wait_busy(self, board: str, timeout: float = 60) -> None:
+        _wait_for(lambda: (self.ctl / f"busy-{board}").exists() or self.proc.poll() is not None, timeout,
+                  f"test_b_busy on {board}")
+        assert self.proc.poll() is None, self.proc.stdout.read()
+
+    def stop_busy(self, *boards: str) -> None:
+        for b in boards:
+            (self.ctl / f"stop-{b}").touch()
+
+    def finish(self, timeout: float = 120) -> tuple[int, str]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out
+
+    def results(self, run_id: str | None = None) -> tuple[str, dict]:
+        s = Store(self.db)
+        run_id = run_id or s.latest_run()
+        return run_id, {(r.board, r.test): r for r in s.results(run_id)}
+
+
+def _outcomes(res: dict) -> dict:
+    return {k: r.outcome for k, r in res.items()}
+
+
+def test_board_lost_mid_suite_then_resume(fleet):
+    """Item 2: the victim's link goes down while test_b_busy is mid-request."""
+    victim = fleet["boards"][VICTIM]
+    run = Run(fleet, "lost").start()
+    run.wait_busy(VICTIM)
+    if victim.host_if:
+        subprocess.run(["ip", "link", "set", victim.host_if, "down"], check=True)
+    else:  # no namespaces (not root): kill the board's sshd, agent and all
+        for pid in agent_pids(victim.root):
+            _signal(pid, signal.SIGKILL)
+        lifecycle.stop_board(fleet["state_dir"], VICTIM)
+    t0 = time.monotonic()
+    run.stop_busy(OTHER)
+    rc, out = run.finish()
+    took = time.monotonic() - t0
+    run_id, res = run.results()
+    oc = _outcomes(res)
+    print({k: (r.outcome, r.message[:200]) for k, r in res.items()})
+    assert rc == 3, out
+    assert {k: v for k, v in oc.items() if k[0] == OTHER} == {
+        (OTHER, t): "passed" for t in ("test_a_info", "test_b_busy", "test_c_info", "test_d_info")}, out
+    assert oc[(VICTIM, "test_a_info")] == "passed"                 # finished before the fault: kept
+    assert oc[(VICTIM, "test_b_busy")] == "error"
+    assert "no reply to 'telemetry' within 3 s" in res[(VICTIM, "test_b_busy")].message
+    for t in ("test_c_info", "test_d_info"):                        # remaining: board lost, at once
+        assert oc[(VICTIM, t)] == "error" and "board lost: sim-rk3588-1" in res[(VICTIM, t)].message, res[(VICTIM, t)]
+        assert res[(VICTIM, t)].duration_s < 1.0
+    assert took < 40, took                                          # a lost board never stalls the run
+    assert Store(run.db).run(run_id)["status"] == "error"
+    assert LeaseStore(run.db).list() == []
+
+    # the board comes back; --resume re-runs only what did not complete
+    if victim.host_if:
+        subprocess.run(["ip", "link", "set", victim.host_if, "up"], check=True)
+    else:
+        pytest.skip("resume after a restarted sshd needs namespaces")
+    run.stop_busy(VICTIM)
+    kept_ids = {k: r.id for k, r in res.items() if r.outcome == "passed"}
+    rc2, out2 = run.start("--resume", run_id).finish()
+    assert rc2 == 0, out2
+    _, res2 = run.results(run_id)
+    assert {k: r.outcome for k, r in res2.items()} == {(b, t): "passed" for b in (OTHER, VICTIM)
+                                                       for t in ("test_a_info", "test_b_busy", "test_c_info", "test_d_info")}
+    assert {k: res2[k].id for k in kept_ids} == kept_ids            # finished rows untouched, not re-run
+    rerun = {k for k, r in res2.items() if k not in kept_ids}
+    assert rerun == {(VICTIM, t) for t in ("test_b_busy", "test_c_info", "test_d_info")}
+    meta = Store(run.db).run(run_id)
+    assert meta["status"] == "passed" and "--resume" in meta["argv"]
+    assert (fleet["base"] / "runs" / run_id / "resumes.json").exists()
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_agent_killed_or_hung_errors_that_test_and_restarts(fleet, fault):
+    """Item 4: SIGKILL (or SIGSTOP = hung) the victim's agent during test_b_busy's requests."""
+    victim = fleet["boards"][VICTIM]
+    run = Run(fleet, f"agent-{fault}").start()
+    run.wait_busy(VICTIM)
+    old = _wait_for(lambda: agent_pids(victim.root), 10, "the victim's agent")
+    assert len(old) == 1
+    _signal(old[0], signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+    try:
+        # test_b errors; test_c starts a new agent; then let test_b on the other board finish
+        _wait_for(lambda: set(agent_pids(victim.root)) - set(old), 30, "a restarted agent")
+        run.stop_busy(OTHER, VICTIM)
+        rc, out = run.finish()
+    finally:
+        _signal(old[0], signal.SIGCONT)
+        _signal(old[0], signal.SIGKILL)
+    run_id, res = run.results()
+    oc = _outcomes(res)
+    assert oc.pop((VICTIM, "test_b_busy")) == "error", out
+    msg = res[(VICTIM, "test_b_busy")].message
+    if fault == "killed":
+        assert "agent closed the session during 'telemetry'" in msg, msg
+    else:
+        assert "no reply to 'telemetry' within 3 s (agent hung" in msg, msg
+    assert set(oc.values()) == {"passed"} and len(oc) == 7, out    # the agent was restarted
+    assert rc == 3
+    _wait_for(lambda: not agent_pids(victim.root) and not agent_pids(fleet["boards"][OTHER].root), 15,
+              "agents to exit after the run")
+
+
+def test_sigint_mid_run_keeps_results_marks_interrupted_releases_everything(fleet):
+    """Item 6: Ctrl-C (SIGINT to the controller's process group) while both boards are busy."""
+    run = Run(fleet, "sigint").start()
+    for b in (OTHER, VICTIM):
+        run.wait_busy(b)
+    os.killpg(run.proc.pid, signal.SIGINT)
+    rc, out = run.finish(timeout=90)
+    assert rc == 130, out
+    run_id, res = run.results()
+    assert Store(run.db).run(run_id)["status"] == "interrupted"
+    for b in (OTHER, VICTIM):
+        assert res[(b, "test_a_info")].outcome == "passed"        # finished before Ctrl-C: kept
+        assert (b, "test_c_info") not in res                        # never started
+    assert LeaseStore(run.db).list() == []                          # boards released
+    _wait_for(lambda: not any(agent_pids(b.root) for b in fleet["boards"].values()), 15,
+              "no agent left on any board")
+    # and it can be finished later
+    run.stop_busy(OTHER, VICTIM)
+    rc2, out2 = run.start("--resume", run_id).finish()
+    assert rc2 == 0, out2
+    assert {r.outcome for r in run.results(run_id)[1].values()} == {"passed"}
