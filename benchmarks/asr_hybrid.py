@@ -98,28 +98,12 @@ def faster_whisper_runner(beam: int, threads: int):
 
 
 def make_board(artifacts: Path, speech: Path) -> Path:
-    """A throwaway fleet_root (cpu board) laid out like `fleet deploy` does it: the model folder
-    mirrors artifacts/cpu/<model>/ (sub-folders such as ct2/ kept), symlinked."""
+    """A throwaway fleet_root (cpu board) laid out like `fleet deploy` does it (symlinks)."""
+    from fleet.deploy.local import lay_out_board
+
     root = Path(tempfile.mkdtemp(prefix="bench-board-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    base = f"cpu/{MODEL}/"
-    entries = [e for e in json.loads((artifacts / "manifest.json").read_text())["artifacts"]
-               if e["model"] == MODEL and e["target"] == "cpu"]
-    mdir = root / "models" / MODEL
-    mdir.mkdir(parents=True)
-    board_entries = []
-    for e in entries:
-        rel = e["path"][len(base):] if e["path"].startswith(base) else os.path.basename(e["path"])
-        dst = mdir / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not dst.exists():
-            os.symlink(artifacts / e["path"], dst)
-        board_entries.append({**e, "path": rel})
-    (mdir / "manifest.json").write_text(json.dumps({"schema": 1, "artifacts": board_entries}))
-    (root / "data").mkdir()
-    os.symlink(speech, root / "data" / "speech")
-    (root / "agent.yml").write_text(f"board: cpu\naccelerator: cpu\nemulated: false\nfleet_root: {root}\n")
-    return root
+    return lay_out_board(root, artifacts, models=(MODEL,), data={"speech": speech})
 
 
 def hybrid_runner(opts: dict, artifacts: Path, speech: Path):

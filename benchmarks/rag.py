@@ -93,19 +93,14 @@ class STEmbedder:
 
 def model_dir(artifacts: Path, work: Path) -> Path:
     """A board-style model folder (symlinks + manifest) for minilm-l6-v2 from the artifacts."""
-    entries = [e for e in json.loads((artifacts / "manifest.json").read_text())["artifacts"]
-               if e["model"] == "minilm-l6-v2" and e["target"] == "cpu"]
-    if not entries:
-        sys.exit(f"no minilm-l6-v2 artifacts in {artifacts}: run `fleet models build minilm-l6-v2`")
-    d = work / "models" / "minilm-l6-v2"
-    d.mkdir(parents=True, exist_ok=True)
-    for e in entries:
-        dst = d / os.path.basename(e["path"])
-        if not dst.exists():
-            os.symlink(artifacts / e["path"], dst)
-    (d / "manifest.json").write_text(json.dumps(
-        {"schema": 1, "artifacts": [{**e, "path": os.path.basename(e["path"])} for e in entries]}))
-    return d
+    from fleet.deploy.local import lay_out_board
+    from fleet.errors import FleetError
+
+    try:
+        lay_out_board(work, artifacts, models=("minilm-l6-v2",))
+    except FleetError as e:
+        sys.exit(str(e))
+    return work / "models" / "minilm-l6-v2"
 
 
 def load_systems(names: list[str], mdir: Path, root: Path, threads: int) -> dict[str, RagHybrid]:

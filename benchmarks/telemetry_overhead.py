@@ -32,7 +32,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -93,25 +92,10 @@ def cpu_share(sensors: list, rate_hz: float, seconds: float) -> dict:
 
 def make_board(artifacts: Path, speech: Path) -> Path:
     """A throwaway emulated Pi 5 fleet_root with the cpu artifacts symlinked (as the deploy lays them)."""
-    root = Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
-    base = f"cpu/{MODEL}/"
-    entries = [e for e in json.loads((artifacts / "manifest.json").read_text())["artifacts"]
-               if e["model"] == MODEL and e["target"] == "cpu"]
-    mdir = root / "models" / MODEL
-    mdir.mkdir(parents=True)
-    board_entries = []
-    for e in entries:
-        rel = e["path"][len(base):] if e["path"].startswith(base) else os.path.basename(e["path"])
-        dst = mdir / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not dst.exists():  # the manifest may list a file twice (e.g. ct2 for both precisions)
-            os.symlink(artifacts / e["path"], dst)
-        board_entries.append({**e, "path": rel})
-    (mdir / "manifest.json").write_text(json.dumps({"schema": 1, "artifacts": board_entries}))
-    (root / "data").mkdir()
-    os.symlink(speech, root / "data" / "speech")
-    (root / "agent.yml").write_text(f"board: pi5-hailo8l\naccelerator: hailo8l\nemulated: true\nfleet_root: {root}\n")
-    return root
+    from fleet.deploy.local import lay_out_board
+
+    return lay_out_board(Path(tempfile.mkdtemp(prefix="bench-telemetry-")), artifacts, board="pi5-hailo8l",
+                         accelerator="hailo8l", emulated=True, models=(MODEL,), data={"speech": speech})
 
 
 def boot_ci(ratios: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:

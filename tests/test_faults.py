@@ -183,7 +183,11 @@ def test_board_lost_mid_suite_then_resume(fleet):
         lifecycle.stop_board(fleet["state_dir"], VICTIM)
     t0 = time.monotonic()
     run.stop_busy(OTHER)
-    rc, out = run.finish()
+    try:
+        rc, out = run.finish()
+    finally:
+        if victim.host_if:  # the board comes back whatever happens (the next tests use it)
+            subprocess.run(["ip", "link", "set", victim.host_if, "up"], check=True)
     took = time.monotonic() - t0
     run_id, res = run.results()
     oc = _outcomes(res)
@@ -201,10 +205,8 @@ def test_board_lost_mid_suite_then_resume(fleet):
     assert Store(run.db).run(run_id)["status"] == "error"
     assert LeaseStore(run.db).list() == []
 
-    # the board comes back; --resume re-runs only what did not complete
-    if victim.host_if:
-        subprocess.run(["ip", "link", "set", victim.host_if, "up"], check=True)
-    else:
+    # the board is back (link up above); --resume re-runs only what did not complete
+    if not victim.host_if:
         pytest.skip("resume after a restarted sshd needs namespaces")
     run.stop_busy(VICTIM)
     kept_ids = {k: r.id for k, r in res.items() if r.outcome == "passed"}

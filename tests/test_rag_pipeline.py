@@ -54,26 +54,15 @@ def make_slice(dst: Path) -> Path:
 
 
 def make_board(root: Path, board: str, accelerator: str, emulated: bool, data: Path) -> Path:
-    """A fleet_root like the deploy makes: models/minilm-l6-v2 (symlinks + manifest), data/."""
-    mf = ARTIFACTS / "manifest.json"
-    if not mf.is_file():
-        pytest.fail(f"{mf} is missing: run `fleet models build {MODEL}` first (or set FLEET_ARTIFACTS)")
-    entries = [e for e in json.loads(mf.read_text())["artifacts"] if e["model"] == MODEL and e["target"] == "cpu"]
-    if not entries:
-        pytest.fail(f"{mf} has no cpu entries for {MODEL}: run `fleet models build {MODEL}`")
-    mdir = root / "models" / MODEL
-    mdir.mkdir(parents=True)
-    for e in entries:
-        dst = mdir / os.path.basename(e["path"])
-        if not dst.exists():
-            os.symlink(ARTIFACTS / e["path"], dst)
-    (mdir / "manifest.json").write_text(json.dumps(
-        {"schema": 1, "artifacts": [{**e, "path": os.path.basename(e["path"])} for e in entries]}))
-    (root / "data").mkdir()
-    os.symlink(data, root / "data" / "slice")
-    (root / "agent.yml").write_text(f"board: {board}\naccelerator: {accelerator}\n"
-                                    f"emulated: {str(emulated).lower()}\nfleet_root: {root}\n")
-    return root
+    """A fleet_root like the deploy makes: models/minilm-l6-v2 (symlinks + manifest), data/slice."""
+    from fleet.deploy.local import lay_out_board
+    from fleet.errors import FleetError
+
+    try:
+        return lay_out_board(root, ARTIFACTS, board=board, accelerator=accelerator, emulated=emulated,
+                             models=(MODEL,), data={"slice": data})
+    except FleetError as e:
+        pytest.fail(f"{e} (or set FLEET_ARTIFACTS)")
 
 
 BOARDS = {"cpu": ("cpu", "cpu", False), "rk3588-emulated": ("rk3588", "rk3588", True)}
