@@ -123,28 +123,10 @@ class FleetContext:
         """
         if board.name in self.refused:
             raise FingerprintRefused(self.refused[board.name])
-        if board.name not in self.lost and self.lost_dir is not None and (self.lost_dir / board.name).exists():
-            self.lost[board.name] = (self.lost_dir / board.name).read_text()
-        if board.name in self.lost:
-            raise BoardLost(self.lost[board.name])
         s = self.sessions.get(board.name)
         if s is None or not s.alive:
-            timeout = self.suite.request_timeout_s if self.suite else 120.0
-            if s is None:
-                s = AgentSession(board, request_timeout_s=timeout).open()
-            else:  # the session died in an earlier test: one quick reconnect, else the board is lost
-                why = getattr(s, "lost_reason", "") or "its session closed"
-                s.close()
-                try:
-                    s = AgentSession(board, request_timeout_s=timeout).open(connect_timeout_s=self.reconnect_timeout_s)
-                except BoardUnreachable as e:
-                    self.sessions.pop(board.name, None)
-                    self.lost[board.name] = f"board lost: {board.name} ({why}; reconnect failed: {e})"
-                    if self.lost_dir is not None:
-                        self.lost_dir.mkdir(exist_ok=True)
-                        (self.lost_dir / board.name).write_text(self.lost[board.name])
-                    raise BoardLost(self.lost[board.name]) from None
-            self.sessions[board.name] = s
+            with self._board_lock(board.name):  # workers sharing a board open it one at a time
+                s = self._open(board, s)
             info = s.info()
             doctor = fingerprint_verdict(board, info, self.ignore_fingerprint)
             info = {**info, "doctor": doctor}
@@ -158,6 +140,48 @@ class FleetContext:
                     f"board {board.name} refused: stack fingerprint fails `fleet doctor`: {doctor['reason']} "
                     f"(or run anyway with `fleet test --ignore-fingerprint`)")
                 raise FingerprintRefused(self.refused[board.name])
+        return s
+
+    def _board_lock(self, name: str):
+        import contextlib
+        import fcntl
+
+        if self.lost_dir is None:
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def lock():
+            self.lost_dir.mkdir(exist_ok=True)
+            with open(self.lost_dir / f".{name}.lock", "w") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        return lock()
+
+    def _open(self, board: Board, s: AgentSession | None) -> AgentSession:
+        """Open the board's session (first time) or reconnect once after it died."""
+        if board.name not in self.lost and self.lost_dir is not None and (self.lost_dir / board.name).exists():
+            self.lost[board.name] = (self.lost_dir / board.name).read_text()
+        if board.name in self.lost:
+            raise BoardLost(self.lost[board.name])
+        timeout = self.suite.request_timeout_s if self.suite else 120.0
+        if s is None:
+            s = AgentSession(board, request_timeout_s=timeout).open()
+        else:  # the session died in an earlier test: one quick reconnect, else the board is lost
+            why = getattr(s, "lost_reason", "") or "its session closed"
+            s.close()
+            try:
+                s = AgentSession(board, request_timeout_s=timeout).open(connect_timeout_s=self.reconnect_timeout_s)
+            except BoardUnreachable as e:
+                self.sessions.pop(board.name, None)
+                self.lost[board.name] = f"board lost: {board.name} ({why}; reconnect failed: {e})"
+                if self.lost_dir is not None:
+                    self.lost_dir.mkdir(exist_ok=True)
+                    (self.lost_dir / board.name).write_text(self.lost[board.name])
+                raise BoardLost(self.lost[board.name]) from None
+        self.sessions[board.name] = s
         return s
 
     def close(self) -> None:
