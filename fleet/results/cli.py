@@ -22,6 +22,10 @@ COLUMNS = [
 ]
 
 
+# stages whose backend the table shows: the NPU candidates and the CPU decoder
+KEY_STAGES = ("encoder", "decoder", "inference")
+
+
 def register(sub) -> None:
     p = sub.add_parser("results", help="show a run's results per board (default: the latest run)")
     p.add_argument("run", nargs="?", help="run id (default: latest)")
@@ -128,7 +132,7 @@ def cmd_results(args) -> int:
         counts = f"{b['outcomes'].get('passed', 0)}/{sum(b['outcomes'].values())}"
         cells = [fmt.format(b["metrics"][name]["value"]) if name in b["metrics"] else "–" for name, _, fmt in shown]
         # the stages whose backend matters (the NPU candidates and the CPU decoder)
-        backend = " ".join(f"{s[:3]}:{be}" for s, be in b["backends"].items() if s != "mel") or "–"
+        backend = " ".join(f"{s[:3]}:{be}" for s, be in b["backends"].items() if s in KEY_STAGES) or "–"
         t.add_row(b["name"], f"[{colors.get(oc, 'white')}]{oc}[/]", counts, *cells, backend,
                   "yes" if b.get("emulated") else "no")
     console = Console() if sys.stdout.isatty() else Console(width=140)
