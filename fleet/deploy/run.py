@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import time
@@ -139,18 +140,24 @@ def deploy(
 
     import ansible_runner  # heavy: only when deploying
 
-    runner = ansible_runner.run(
-        private_data_dir=str(pdd),
-        project_dir=str(project),  # Ansible's cwd: relative inventory paths mean the checkout
-        playbook=str(PLAYBOOKS / "site.yml"),
-        inventory=str(inventory),
-        limit=",".join(b.name for b in boards),
-        extravars={"fleet_plan_by_host": {h: p.to_vars() for h, p in plan.hosts.items()}},
-        envvars=env,
-        event_handler=collector,
-        quiet=True,
-        ident="site",
-    )
+    # ansible-runner starts from a copy of os.environ anyway: hand it only what differs, so its
+    # env/envvars file (written into the run folder) holds no copy of the user's environment.
+    envvars = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(pdd),
+            project_dir=str(project),  # Ansible's cwd: relative inventory paths mean the checkout
+            playbook=str(PLAYBOOKS / "site.yml"),
+            inventory=str(inventory),
+            limit=",".join(b.name for b in boards),
+            extravars={"fleet_plan_by_host": {h: p.to_vars() for h, p in plan.hosts.items()}},
+            envvars=envvars,
+            event_handler=collector,
+            quiet=True,
+            ident="site",
+        )
+    finally:
+        scrub_run_dir(pdd)
     hosts = collector.finish()
     result = DeployResult(run_id, str(run_dir), runner.status, int(runner.rc or 0), time.monotonic() - t0, hosts, plan.notes)
     (run_dir / "deploy.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -162,6 +169,33 @@ def deploy(
             exit_code=EXIT_INFRA,
         )
     return result
+
+
+def scrub_run_dir(pdd: Path) -> None:
+    """Remove environment values from ansible-runner's private data dir after a run.
+
+    ansible-runner writes ``env/envvars`` (the variables it was given) and
+    ``artifacts/<ident>/command`` (the ansible-playbook argv, cwd and the *whole* process
+    environment, tokens and all). The run folder is kept for debugging and may be attached to CI
+    artifacts, so: ``env/envvars`` is deleted, and each ``command`` file keeps its argv and cwd
+    but only the *names* of the environment variables (``env_names``), never their values.
+    """
+    pdd = Path(pdd)
+    for name in ("envvars", "ssh_key", "passwords"):
+        try:
+            (pdd / "env" / name).unlink()
+        except FileNotFoundError:
+            pass
+    for cmd_file in pdd.glob("artifacts/*/command"):
+        try:
+            data = json.loads(cmd_file.read_text())
+        except (OSError, ValueError):
+            cmd_file.unlink(missing_ok=True)  # unreadable: do not keep what may hold secrets
+            continue
+        env = data.pop("env", None)
+        if isinstance(env, dict):
+            data["env_names"] = sorted(env)
+        cmd_file.write_text(json.dumps(data))
 
 
 def _stdout_tail(runner, lines: int = 6) -> str:
