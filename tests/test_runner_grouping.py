@@ -5,7 +5,6 @@ Checked with the real plugin and real xdist workers on a suite that needs no SSH
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from fleet.inventory import Board
 

@@ -81,7 +81,7 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
         if prev["suite"] != suite.name:
             store.close()
             raise FleetError(f"run {resume} ran suite {prev['suite']}, not {suite.name}",
-                             f"resume it with its own suite folder")
+                             "resume it with its own suite folder")
         run_id = resume
         run_dir = runs_dir() / run_id
         boards_file = run_dir / "boards.json"
