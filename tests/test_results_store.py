@@ -1,33 +1,9 @@
-import multiprocessing as mp
+"""Results store basics; concurrent writers are tests/test_faults_store.py (8 x 500)."""
+
 import xml.etree.ElementTree as ET
 
 from fleet.results.junit import write_junit
 from fleet.results.store import Metric, Result, Store, new_run_id
-
-
-def _writer(path, run_id, worker, n):
-    s = Store(path)
-    for i in range(n):
-        s.add_result(Result(run_id=run_id, board=f"b{worker}", test=f"t{i}", outcome="passed",
-                            metrics=[Metric("x", i, "ms")]))
-    s.close()
-
-
-def test_concurrent_writers_lose_nothing(tmp_path):
-    db = tmp_path / "r.db"
-    s = Store(db)
-    run = new_run_id()
-    s.start_run(run, "suite")
-    procs = [mp.get_context("spawn").Process(target=_writer, args=(db, run, w, 50)) for w in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    res = s.results(run)
-    assert len(res) == 200
-    assert {(r.board, r.test) for r in res} == {(f"b{w}", f"t{i}") for w in range(4) for i in range(50)}
-    assert all(len(r.metrics) == 1 for r in res)
 
 
 def test_junit_separates_errors_from_failures(tmp_path):
