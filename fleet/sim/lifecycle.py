@@ -6,6 +6,7 @@ half-way (or a crash) still leaves `down` able to remove exactly what was made.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shlex
@@ -132,47 +133,49 @@ def up(
     try:
         names = [(kind, f"sim-{BOARD_KINDS[kind][1]}-{i}") for kind, c in kinds for i in range(1, c + 1)]
         tag = netns.tag_for(str(state_dir))
-        addrs = netns.allocate(len(names), netns.used_blocks()) if use_netns else []
-        for idx, (kind, name) in enumerate(names):
-            bdir = state_dir / "boards" / name
-            root = bdir / "root"
-            root.mkdir(parents=True, exist_ok=True)
-            board = SimBoard(
-                name=name,
-                board=kind,
-                accelerator=BOARD_KINDS[kind][0],
-                root=str(root),
-                address="127.0.0.1",
-                port=0,
-                config=str(bdir / "sshd_config"),
-            )
-            if use_netns:
-                link = netns.Link(
-                    netns=f"{netns.PREFIX}{tag}-{name}",
-                    host_if=f"fs{tag}h{idx}",
-                    board_if=f"fs{tag}b{idx}",
-                    host_addr=addrs[idx][0],
-                    board_addr=addrs[idx][1],
+        # Only netns allocation needs the host-wide lock; loopback boards take free ports.
+        with netns.allocation_lock() if use_netns else contextlib.nullcontext():
+            addrs = netns.allocate(len(names), netns.used_blocks()) if use_netns else []
+            for idx, (kind, name) in enumerate(names):
+                bdir = state_dir / "boards" / name
+                root = bdir / "root"
+                root.mkdir(parents=True, exist_ok=True)
+                board = SimBoard(
+                    name=name,
+                    board=kind,
+                    accelerator=BOARD_KINDS[kind][0],
+                    root=str(root),
+                    address="127.0.0.1",
+                    port=0,
+                    config=str(bdir / "sshd_config"),
                 )
-                board.netns, board.host_if, board.host_addr = link.netns, link.host_if, link.host_addr
-                board.address, board.port = link.board_addr, 22
-                state.boards.append(board)
-                save_state(state)  # record before making, so down() can remove a half-made link
-                netns.create(link)
-            else:
-                board.port = sshd.free_port()
-                state.boards.append(board)
-            host_key = sshd.ensure_keypair(bdir / "ssh_host_ed25519_key", name)
-            sshd.write_config(
-                Path(board.config),
-                address=board.address,
-                port=board.port,
-                host_key=host_key,
-                pid_file=bdir / "sshd.pid",
-                authorized_keys=authorized,
-            )
-            board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns)
-            save_state(state)
+                if use_netns:
+                    link = netns.Link(
+                        netns=f"{netns.PREFIX}{tag}-{name}",
+                        host_if=f"fs{tag}h{idx}",
+                        board_if=f"fs{tag}b{idx}",
+                        host_addr=addrs[idx][0],
+                        board_addr=addrs[idx][1],
+                    )
+                    board.netns, board.host_if, board.host_addr = link.netns, link.host_if, link.host_addr
+                    board.address, board.port = link.board_addr, 22
+                    state.boards.append(board)
+                    save_state(state)  # record before making, so down() can remove a half-made link
+                    netns.create(link)
+                else:
+                    board.port = sshd.free_port()
+                    state.boards.append(board)
+                host_key = sshd.ensure_keypair(bdir / "ssh_host_ed25519_key", name)
+                sshd.write_config(
+                    Path(board.config),
+                    address=board.address,
+                    port=board.port,
+                    host_key=host_key,
+                    pid_file=bdir / "sshd.pid",
+                    authorized_keys=authorized,
+                )
+                board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns)
+                save_state(state)
         deadline = time.monotonic() + timeout
         for b in state.boards:
             if not sshd.wait_answering(b.address, b.port, deadline):

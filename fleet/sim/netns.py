@@ -8,6 +8,8 @@ Everything here acts only on names the caller passes in (those recorded in the s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import subprocess
@@ -44,6 +46,23 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
             exit_code=3,
         )
     return proc
+
+
+# Host-wide lock: two `sim up` at once (two test sessions, a benchmark beside a test) would
+# otherwise read the same free blocks and both try to take them.
+LOCK_FILE = "/run/lock/fleet-sim-netns.lock"
+
+
+@contextlib.contextmanager
+def allocation_lock():
+    """Hold the host-wide allocation lock (flock on ``LOCK_FILE``) from choosing addresses to
+    having created the links; released on exit, or by the kernel if the process dies."""
+    with open(LOCK_FILE, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def used_blocks() -> set[int]:
