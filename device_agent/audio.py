@@ -41,6 +41,10 @@ def load_audio(path: str | os.PathLike, max_seconds: float = DEFAULT_MAX_SECONDS
                        "and that the dataset was deployed")
     if not p.is_file():
         raise BadInput(f"audio input {p} is not a file", "give the path of one audio file")
+    if p.stat().st_size == 0:
+        raise BadInput(f"audio file {p} is empty (0 bytes)",
+                       "the copy was cut short or never written: redeploy the dataset (fleet deploy) "
+                       "or record the file again")
     try:
         info = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -59,8 +63,9 @@ def load_audio(path: str | os.PathLike, max_seconds: float = DEFAULT_MAX_SECONDS
     if data.size == 0:
         raise BadInput(f"{p} holds no audio samples", "give a non-empty recording")
     if not np.isfinite(data).all():
-        raise BadInput(f"{p} contains NaN or infinite samples", "re-export the recording (float WAV "
-                       "with invalid values)")
+        bad = int((~np.isfinite(data)).any(axis=1).sum())
+        raise BadInput(f"{p} contains NaN or infinite samples ({bad} of {len(data)} frames)",
+                       "re-export the recording without invalid values (e.g. as 16-bit PCM WAV or FLAC)")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if sr != sample_rate:
         mono = soxr.resample(mono, sr, sample_rate, quality="HQ")

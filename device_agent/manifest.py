@@ -115,6 +115,56 @@ def verify(artifact: Artifact) -> str:
     return actual
 
 
+#: NPU artifact formats and the runtime that refuses a file built for another chip
+#: (device_apis.md §5.3: HailoRT "HEF format is not compatible with device", HAILO_INVALID_HEF;
+#: an .rknn is built for one ``target_platform``, §3.2).
+NPU_FORMATS = {"hef": "HailoRT", "rknn": "the RKNN runtime"}
+#: (artifact arch, board accelerator) pairs that run although they differ: HailoRT configures a
+#: Hailo-8L HEF on a Hailo-8 (hailort ``hef.cpp``: "Hailo8 can work with Hailo8L configurations").
+COMPATIBLE = {("hailo8l", "hailo8")}
+
+
+def npu_arch(artifact: Artifact) -> str | None:
+    """The accelerator an NPU artifact was compiled for: ``hw_arch`` (or ``exporter.hw_arch``,
+    the Hailo DFC's name) or ``target_platform`` (rknn-toolkit2's), else ``target``; None for a
+    non-NPU entry. Same rule as the stack fingerprint's ``hef_arch`` (docs/contracts.md §4)."""
+    if artifact.get("format") not in NPU_FORMATS:
+        return None
+    exp = artifact.get("exporter") or {}
+    exp = exp if isinstance(exp, dict) else {}
+    v = (artifact.get("hw_arch") or exp.get("hw_arch") or artifact.get("target_platform")
+         or exp.get("target_platform") or artifact.get("target"))
+    return str(v).lower() if v else None
+
+
+def check_npu_targets(model_dir: str | os.PathLike, accelerator: str) -> None:
+    """Refuse a model folder holding an NPU artifact (.hef, .rknn) compiled for another accelerator
+    than this board's, before anything is loaded: the runtime would reject it later with a
+    less clear error, and a deploy never puts such a file on a board (docs/contracts.md §3).
+    A folder whose manifest cannot be read is left to the pipeline to report.
+
+    Raises:
+        ModelError: names the file, its architecture and the board's, and how to rebuild.
+    """
+    try:
+        arts = read_manifest(model_dir)
+    except ModelError:
+        return
+    for a in arts:
+        arch = npu_arch(a)
+        if arch and arch != accelerator and (arch, accelerator) not in COMPATIBLE:
+            fmt = str(a.get("format"))
+            raise ModelError(
+                f"{a.path} is a {fmt.upper()} compiled for {arch}, but this board's accelerator is "
+                f"{accelerator} ({NPU_FORMATS[fmt]} refuses it"
+                + (': "HEF format is not compatible with device", HAILO_INVALID_HEF)' if fmt == "hef" else ")"),
+                f"compile it for {accelerator} ("
+                + (f'Hailo DFC ClientRunner(hw_arch="{accelerator}")' if fmt == "hef"
+                   else f'rknn-toolkit2 config(target_platform="{accelerator}")')
+                + "), then fleet models build and fleet deploy; or remove the entry from the board's "
+                "manifest.json")
+
+
 def list_models(models_root: str | os.PathLike) -> dict:
     """Models under ``models_root`` as ``{model: {"files": {file: {sha256, role, variant, target,
     format, bytes}}}}`` read from their manifests (files are not hashed here); a model whose

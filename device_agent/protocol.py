@@ -7,7 +7,7 @@ One request per line, one reply per request, in order. UTF-8, ``\\n``-terminated
 
 Request::
 
-    {"id": 7, "op": "info|load|run|telemetry|unload|shutdown", "args": {...}}
+    {"id": 7, "op": "info|load|run|telemetry|unload|shutdown|parity", "args": {...}}
 
 Reply::
 
@@ -92,6 +92,9 @@ Ops and their ``args``:
   polls it to wait for a cool-down before measuring).
 - ``unload``: ``{"pipeline": "asr.whisper_hybrid"}`` → ``{"unloaded": n}``; NotLoaded if none.
 - ``shutdown``: ``{}`` → ``{}``; the agent then unloads everything and exits 0.
+- ``parity``: ``{"pipeline", "options", "inputs": [audio paths | texts]}`` → the same inputs
+  through the CPU fp32 reference and the board's NPU stage (or its emulation), per-input cosine
+  and max abs error (+ both transcriptions for Whisper); ``device_agent.parity`` documents it.
 
 Error types (``error.type``) and the exit code the CLI uses for each are the classes below.
 """
@@ -107,7 +110,7 @@ from typing import Any
 MAX_MESSAGE_BYTES = 1 << 20
 
 #: Operations the agent understands.
-OPS = ("info", "load", "run", "telemetry", "unload", "shutdown")
+OPS = ("info", "load", "run", "telemetry", "unload", "shutdown", "parity")
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -276,7 +279,8 @@ def _parse_line(line: bytes | str) -> dict:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadInput(f"line is not valid JSON: {e.msg} at column {e.colno}",
+        cut = " (the line ends before the JSON does: truncated?)" if e.pos >= len(text.rstrip()) else ""
+        raise BadInput(f"line is not valid JSON: {e.msg} at character {e.pos + 1}{cut}",
                        'send one JSON object per line, e.g. {"id": 1, "op": "info"}') from None
     if not isinstance(obj, dict):
         raise BadInput(f"message is a JSON {type(obj).__name__}, not an object",

@@ -19,6 +19,7 @@ COMMANDS = [
     "fleet.sim.cli",
     "fleet.deploy.cli",
     "fleet.models.cli",
+    "fleet.toolchain.cli",
     "fleet.runner.cli",
     "fleet.results.cli",
     "fleet.report.cli",

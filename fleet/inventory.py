@@ -98,12 +98,43 @@ def ansible_env() -> dict:
     return env
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping names one key twice (YAML 1.2 forbids it; PyYAML and Ansible keep the last)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys: a host listed twice under ``hosts:`` would
+    otherwise silently become one host with the second entry's vars (Ansible only warns)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if first is not key_node.start_mark:
+                raise _DuplicateKey(None, None, f"'{key}' appears twice in one mapping, at line "
+                                    f"{first.line + 1} and at line {key_node.start_mark.line + 1}",
+                                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def _check_yaml(path: Path) -> None:
-    """Fail with the line number when a YAML inventory does not parse (Ansible's message hides it)."""
+    """Fail with the line number when a YAML inventory does not parse (Ansible's message hides it)
+    or names a key twice in one mapping (e.g. a host listed twice)."""
     if path.suffix not in (".yml", ".yaml"):
         return
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except _DuplicateKey as e:
+        raise FleetError(
+            f"inventory {path}: duplicate key: {e.problem}",
+            "list each host once per group and each variable once per host; remove or rename the repeat",
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

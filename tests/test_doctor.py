@@ -99,6 +99,17 @@ def test_hailo8_hef_on_hailo8l_refused(tmp_path):
     assert "hailo8" in bad[0].detail and 'hw_arch="hailo8l"' in bad[0].fix and "§5.3" in bad[0].fix
 
 
+def test_hailo8l_hef_on_hailo8_runs_with_warning(tmp_path):
+    # HailoRT's DeviceBase::is_hef_compatible accepts a Hailo-8L HEF on a Hailo-8 (slower), not the reverse
+    f = check_info(info_for(tmp_path, "pi5_hailo8", "hailo8", models=[HEF8L, HEF8]),
+                   checks.expected_of(board(acc="hailo8")), AV)
+    assert failures(f) == []
+    c = by_check(f)
+    assert c["hailo.arch"].status == "ok"
+    assert c["hailo.hef:m/encoder.hef"].status == "warn" and "lower performance" in c["hailo.hef:m/encoder.hef"].detail
+    assert c["hailo.hef:m/encoder8.hef"].status == "ok"
+
+
 def test_device_arch_differs_from_inventory(tmp_path):
     f = check_info(info_for(tmp_path, "pi5_ok", "hailo8"), checks.expected_of(board(acc="hailo8")), AV)
     a = by_check(f)["hailo.arch"]

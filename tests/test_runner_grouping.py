@@ -33,3 +33,14 @@ def test_each_board_stays_on_one_worker(tmp_path):
     assert set(workers) == {"b0", "b1", "b2"}
     assert all(len(w) == 1 for w in workers.values()), workers  # one worker per board
     assert len(set().union(*workers.values())) > 1  # and boards spread over workers
+
+
+def test_auto_workers_caps_emulated_fleets_only():
+    # Emulated agents share the controller's cores: a worker per board only adds start-up cost
+    # there (benchmarks/fleet_scale.py). Real boards compute on the board: one worker each.
+    from fleet.runner.cli import auto_workers
+    emu = [Board(f"e{i}", "rk3588", "rk3588", True, "/opt/fleet", "h", 22, "root") for i in range(24)]
+    real = [Board(f"r{i}", "rk3588", "rk3588", False, "/opt/fleet", "h", 22, "root") for i in range(24)]
+    assert auto_workers(emu, cpus=2) == 2 and auto_workers(emu, cpus=16) == 16
+    assert auto_workers(emu[:1], cpus=2) == 1
+    assert auto_workers(real, cpus=2) == 24 and auto_workers(emu[:12] + real[:1], cpus=2) == 13

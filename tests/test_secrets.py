@@ -5,7 +5,9 @@ A token is put in the environment of `fleet deploy` and `fleet test` (FLEET_TEST
 sim's SSH private key is the one every board accepts. Then every output is searched for either:
 the deploy's runs/<id>/ (ansible-runner's private data dir: env/, job events, stdout, command),
 the test run's runs/<id>/, the results store file, JUnit XML, `fleet results --json`,
-`fleet report` HTML, and what the commands printed.
+`fleet report` HTML, and what the commands printed. The same run also goes into a PostgreSQL store
+whose URL carries a password (tests/pg_server.py): the password is a needle too, searched in the
+derived outputs, every row of that store, and the errors of a wrong password or an unreachable server.
 """
 
 from __future__ import annotations
@@ -73,7 +75,17 @@ def _scan(paths: list[Path], needles: dict[str, bytes]) -> list[str]:
     return leaks
 
 
-def test_no_secret_in_any_output(tmp_path_factory, monkeypatch):
+def _dump_tables(pg_server, db: str) -> str:
+    """Every row of every table of the PostgreSQL store, as text."""
+    import psycopg
+    from pg_server import _psycopg_url
+
+    with psycopg.connect(_psycopg_url(pg_server.url_for(db))) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")]
+        return "\n".join(str(r[0]) for t in tables for r in conn.execute(f'SELECT t::text FROM "{t}" t'))
+
+
+def test_no_secret_in_any_output(tmp_path_factory, monkeypatch, pg_server):
     arts = artifacts_dir()
     assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build whisper-tiny.en`"
     base = tmp_path_factory.mktemp("secrets")
@@ -98,6 +110,11 @@ def test_no_secret_in_any_output(tmp_path_factory, monkeypatch):
         lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1,rk3588:1", use_netns=os.geteuid() == 0)
         key_file = Path(load_state(state_dir).key_file)
         needles = _needles(key_file)
+        # a results store on PostgreSQL whose URL carries a password (the lab-server case)
+        pg_password = "pg-" + secrets.token_hex(12)
+        role, pg_db = pg_server.password_role(pg_password)
+        pg_url = f"postgresql+psycopg://{role}:{pg_password}@127.0.0.1:{pg_server.port}/{pg_db}"
+        needles["database password"] = pg_password.encode()
         result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs", models=("whisper-tiny.en",))
         assert result.exit_code == 0, result.to_dict()
         db, junit, html = base / "results.db", base / "junit.xml", base / "report.html"
@@ -106,11 +123,25 @@ def test_no_secret_in_any_output(tmp_path_factory, monkeypatch):
         assert "test_fails_on_purpose" in results_json
         fleet("report", "--db", str(db), "--out", str(html))
         assert html.exists() and junit.exists()
+        # the same run into the PostgreSQL store, then everything derived from it
+        pg_junit, pg_html = base / "pg-junit.xml", base / "pg-report.html"
+        fleet("test", str(suite), "--inventory", str(inv), "--db", pg_url, "--junit", str(pg_junit), ok=(1,))
+        pg_json = fleet("results", "--json", "--db", pg_url)
+        assert "test_fails_on_purpose" in pg_json
+        results_json += pg_json + fleet("results", "--prometheus", "--db", pg_url)
+        results_json += fleet("results", "--metrics-json", "-", "--db", pg_url)
+        fleet("report", "--db", pg_url, "--out", str(pg_html))
+        fleet("leases", "--json", "--db", pg_url)
+        fleet("results", "--db", pg_url.replace(pg_password, "not-" + pg_password[3:]), ok=(3,))  # wrong password
+        fleet("results", "--db", pg_url.replace("127.0.0.1:", "127.0.0.1:1"), ok=(3,))  # nothing listens there
+        stored = _dump_tables(pg_server, pg_db)
+        assert "test_fails_on_purpose" in stored
+        printed.append(stored)
         # the deploy's ansible-runner folder: the token was in its environment
         pdd = Path(result.run_dir) / "ansible"
         assert (pdd / "artifacts" / "site" / "stdout").exists()
         assert not (pdd / "env" / "envvars").exists() or TOKEN.encode() not in (pdd / "env" / "envvars").read_bytes()
-        outputs = [base / "runs", db, junit, html] + [p for p in base.glob("results.db*")]
+        outputs = [base / "runs", db, junit, html, pg_junit, pg_html] + [p for p in base.glob("results.db*")]
         printed_file = base / "printed.txt"
         printed_file.write_text("\n".join(printed) + results_json)
         leaks = _scan(outputs + [printed_file], needles)

@@ -6,8 +6,10 @@ from ..protocol import UnknownPipeline
 from .asr_whisper import WhisperHybrid
 from .base import Option, Pipeline
 from .rag_hybrid import RagHybrid
+from .vc_pitch_shift import VcPitchShift
 
-PIPELINES: dict[str, type[Pipeline]] = {WhisperHybrid.name: WhisperHybrid, RagHybrid.name: RagHybrid}
+PIPELINES: dict[str, type[Pipeline]] = {WhisperHybrid.name: WhisperHybrid, RagHybrid.name: RagHybrid,
+                                       VcPitchShift.name: VcPitchShift}
 
 
 def pipeline_class(name: str) -> type[Pipeline]:

@@ -61,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import emulation
 from .. import manifest as mf
 from ..audio import load_audio
 from ..backends import NPU_BACKEND
@@ -82,6 +83,9 @@ CT2_VERSION = "4.8.5"  # the version measured (reference/models.md §1)
 # ctranslate2 4.8.5 Whisper.generate with the 2-token prompt yields at most max_length // 2 new
 # tokens (measured: max_length 2..8 -> 1, 1, 2, 2, 3, 3, 4), so N new tokens need 2 N.
 CT2_LENGTH_FACTOR = 2
+# Roles of an NPU encoder's emulation model, in order of preference: the channels-last graph the
+# Hailo/RKNN build compiles (``encoder_npu``, NHWC [1,1,1000,80]) or the plain ``encoder``.
+ENCODER_NPU_ROLES = ("encoder_npu", "encoder")
 GENERATION_KEYS = ("sot", "eot", "no_timestamps", "prompt", "suppress_ids", "suppress_ids_begin",
                    "max_new_tokens")
 
@@ -151,6 +155,51 @@ def _ort_error(model, e: Exception) -> Exception:
                       "check the artifact (fleet models build) and onnxruntime version")
 
 
+def mel_layout(mel: np.ndarray, shape) -> np.ndarray:
+    """A log-mel window f32 [1, 80, T] in an encoder's input layout.
+
+    Layouts (from the declared input ``shape``): channels first [1, 80, T] (cpu encoder) or
+    [1, 80, 1, T]; channels last [1, T, 80] (a stream) or NHWC [1, 1, T, 80] (Hailo's
+    ``encoder_npu``, models.md §5: Transpose to [1, 80, 1, T] inside the graph). A dimension that
+    is not an int (dynamic) matches anything.
+
+    Returns:
+        C-contiguous float32 array of ``shape`` (dynamic dims filled from the mel).
+
+    Raises:
+        BadInput: no layout of the mel fits ``shape``.
+    """
+    n_mels, frames = mel.shape[1], mel.shape[2]
+    dims = list(shape)
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
+
+    def fits(cand):
+        return len(cand) == len(fixed) and all(f is None or f == c for f, c in zip(fixed, cand))
+
+    cf = [1, n_mels, frames]
+    cl = [1, frames, n_mels]
+    for cand, x in (([1, n_mels, frames], mel), ([1, n_mels, 1, frames], mel[:, :, None, :]),
+                    ([1, frames, n_mels], mel.transpose(0, 2, 1)),
+                    ([1, 1, frames, n_mels], mel.transpose(0, 2, 1)[:, None])):
+        # channels last only when the last axis is really the mel axis (n_mels != frames)
+        if fits(cand) and not (cand[-1] == n_mels and fixed[-1] is None):
+            return np.ascontiguousarray(x, dtype=np.float32)
+    raise BadInput(f"encoder input shape {dims} fits neither channels-first {cf} / [1,{n_mels},1,{frames}] "
+                   f"nor channels-last {cl} / [1,1,{frames},{n_mels}]",
+                   "rebuild the encoder with one of those layouts (fleet models build)")
+
+
+def declared_input(art: mf.Artifact, model: LoadedModel):
+    """The encoder input as the artifact's manifest ``inputs`` declare it (name, shape, dtype),
+    else as the loaded model reports it. The shape decides the mel layout (``mel_layout``)."""
+    from ..backends.base import TensorInfo
+
+    decl = art.get("inputs") or []
+    if decl and isinstance(decl[0], dict) and decl[0].get("name") and decl[0].get("shape"):
+        return TensorInfo(str(decl[0]["name"]), tuple(decl[0]["shape"]), str(decl[0].get("dtype", "float32")))
+    return model.inputs[0]
+
+
 def import_ctranslate2():
     """The ctranslate2 module, or ModelError saying how to install it."""
     try:
@@ -199,6 +248,8 @@ class WhisperHybrid(Pipeline):
         self.cross_kv: LoadedModel | None = None
         self.decoder: LoadedModel | None = None
         self.ct2 = None  # ctranslate2.models.Whisper when decoder_backend=ct2
+        self.emulation: str | None = None
+        self.enc_input = None  # TensorInfo of the encoder input as the manifest declares it
 
     def default_options(self) -> dict:
         opts = super().default_options()
@@ -208,13 +259,19 @@ class WhisperHybrid(Pipeline):
     # -- load --------------------------------------------------------------------------------
     def _choose_encoder(self, arts: list[mf.Artifact], precision: str, want: str,
                         backends: dict[str, Backend]) -> tuple[str, mf.Artifact, str]:
-        """(backend name, artifact, reason) for the encoder."""
+        """(backend name, artifact, reason) for the encoder; ``self.emulation`` is set to what
+        stands in for the NPU on an emulated board (``device_agent.emulation``), else None."""
         cfg = self.config
         npu = NPU_BACKEND.get(cfg.accelerator)
         onnx_art = mf.find(arts, role="encoder", format="onnx", variant=precision)
+        self.emulation = None
 
-        def npu_art(backend):
-            return mf.find(arts, role="encoder", format=NPU_FORMAT[backend])
+        def npu_art(backend):  # the NPU build's encoder_npu (fleet models build --target), or encoder
+            for role in ENCODER_NPU_ROLES:
+                a = mf.find(arts, role=role, format=NPU_FORMAT[backend])
+                if a is not None:
+                    return a
+            return None
 
         if want in ("hailo", "rknn"):
             art = npu_art(want)
@@ -230,6 +287,13 @@ class WhisperHybrid(Pipeline):
                     raise ModelError(f"the board's {npu} backend is not available: {why}",
                                      "install the NPU runtime, or pass encoder_backend=onnx")
                 return npu, art, f"{cfg.accelerator} NPU with a .{NPU_FORMAT[npu]} encoder"
+        if want == "auto" and npu and cfg.emulated and precision == "int8":
+            # the static QDQ INT8 model built for this NPU: its numerics, run by onnxruntime
+            qdq = emulation.find_emulation(arts, cfg.accelerator, ENCODER_NPU_ROLES)
+            if qdq is not None:
+                self.emulation = emulation.label(cfg.accelerator, qdq, precision)
+                return "onnx", qdq, (f"emulated board: the {cfg.accelerator} build's static QDQ INT8 "
+                                     f"encoder ({qdq.get('quantization')}) on onnxruntime")
         if onnx_art is None:
             have = sorted({str(a.get("variant")) for a in arts if a.get("role") == "encoder"})
             raise ModelError(f"no {precision} ONNX encoder in the model folder (encoders: {have or 'none'})",
@@ -237,11 +301,15 @@ class WhisperHybrid(Pipeline):
         if want == "onnx":
             reason = "encoder_backend=onnx requested"
         elif cfg.emulated and npu:
-            reason = f"emulated board: onnx stands in for the {cfg.accelerator} NPU"
+            reason = (f"emulated board: no static QDQ INT8 encoder for {cfg.accelerator} deployed "
+                      f"(fleet models build {self.default_model} --target {cfg.accelerator}; fleet deploy), "
+                      f"the cpu {precision} encoder stands in for the NPU")
         elif npu:
             reason = f"no .{NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU"
         else:
             reason = "board has no NPU"
+        if cfg.emulated and npu:
+            self.emulation = emulation.label(cfg.accelerator, None, precision)
         return "onnx", onnx_art, reason
 
     def load(self, model_dir: Path, backends: dict[str, Backend], options: dict) -> dict:
@@ -319,6 +387,7 @@ class WhisperHybrid(Pipeline):
         except BaseException:
             self.unload()  # nothing half-loaded stays open (e.g. a configured HEF)
             raise
+        self.enc_input = declared_input(enc_art, self.encoder)
         self.filters = filters.astype(np.float32)
         self.gen = gen
         self.tokenizer = tokenizer
@@ -349,7 +418,9 @@ class WhisperHybrid(Pipeline):
         self.info = {
             "pipeline": self.name, "model_dir": str(model_dir), "precision": precision,
             "encoder": {"backend": enc_backend, "artifact": enc_art.file, "reason": reason,
-                        "emulated": self._emulated(enc_backend)},
+                        "emulated": self._emulated(enc_backend), "emulation": self.emulation,
+                        "quantization": enc_art.get("quantization"),
+                        "input": self.enc_input.to_dict()},
             "decoder": dec_info,
             "models": models,
         }
@@ -392,16 +463,12 @@ class WhisperHybrid(Pipeline):
 
     # -- run ---------------------------------------------------------------------------------
     def _encode(self, mel: np.ndarray) -> np.ndarray:
-        """mel f32 [1, 80, 1000] → encoder_out f32 [1, 500, 384], in the encoder's own layout."""
-        t = self.encoder.inputs[0]
-        x = mel
-        shape = list(t.shape)
-        # channels-last encoders (Hailo NHWC [1, 1, 1000, 80] / stream (1, 1000, 80)) take [T, 80]
-        if len(shape) >= 2 and shape[-1] == mel.shape[1] and shape[-2] != mel.shape[1]:
-            x = mel.transpose(0, 2, 1)
-        if all(isinstance(d, int) and d > 0 for d in shape) and int(np.prod(shape)) == x.size:
-            x = x.reshape(shape)
-        out = self.encoder.run({t.name: np.ascontiguousarray(x, dtype=np.float32)})
+        """mel f32 [1, 80, 1000] → encoder_out f32 [1, 500, 384], fed in the layout the encoder
+        artifact's manifest ``inputs`` declare (``mel_layout``)."""
+        t = self.enc_input or self.encoder.inputs[0]
+        x = mel_layout(mel, t.shape)
+        # the runtime's own input name (a HEF's stream name may differ from the manifest's)
+        out = self.encoder.run({self.encoder.inputs[0].name: x})
         y = np.asarray(out[self.encoder.outputs[0].name], dtype=np.float32)
         return y.reshape(1, -1, y.shape[-1])
 
@@ -524,8 +591,8 @@ class WhisperHybrid(Pipeline):
             "stages": {
                 "mel": {"ms": round(ms["mel"], 2), "backend": "numpy"},
                 "encoder": {"ms": round(ms["encoder"], 2), "backend": enc_info["backend"],
-                            "emulated": enc_info["emulated"], "artifact": enc_info["artifact"],
-                            "reason": enc_info["reason"]},
+                            "emulated": enc_info["emulated"], "emulation": enc_info["emulation"],
+                            "artifact": enc_info["artifact"], "reason": enc_info["reason"]},
                 "decoder": {"ms": round(ms["cross_kv"] + ms["decoder"], 2), "backend": backend,
                             "tokens": len(tokens), "artifact": self.info["decoder"]["artifact"],
                             "cross_kv_ms": round(ms["cross_kv"], 2), "positions": pad_to or enc_len},

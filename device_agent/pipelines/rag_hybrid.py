@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import emulation
 from .. import manifest as mf
 from ..backends import NPU_BACKEND
 from ..backends.base import Backend
@@ -39,6 +40,9 @@ from ..rag.index import BM25_B, BM25_K1, BM25Index, VectorIndex, cache_key, cach
 from .base import Option, Pipeline
 
 NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
+# Roles of the NPU encoder, in order of preference: the NPU build's ``encoder_npu`` (fleet models
+# build --target: static [1,256]), or the cpu build's ``encoder_static``.
+ENCODER_NPU_ROLES = ("encoder_npu", "encoder_static")
 STAGES = ("tokenize", "inference", "pooling", "normalize", "vector_search", "bm25", "merge", "rerank", "total")
 MODES = ("vector", "bm25", "hybrid")
 
@@ -102,11 +106,18 @@ class RagHybrid(Pipeline):
         precision, want = options["precision"], options["encoder"]
         shape = want if want != "auto" else ("static" if cfg.npu else "dynamic")
         npu = NPU_BACKEND.get(cfg.accelerator)
-        backend, art, reason = "onnx", None, ""
+        backend, art, reason, emu = "onnx", None, "", None
         if shape == "static" and npu and not cfg.emulated:
-            art = mf.find(arts, role="encoder_static", format=NPU_FORMAT[npu])
+            art = next((a for r in ENCODER_NPU_ROLES if (a := mf.find(arts, role=r, format=NPU_FORMAT[npu]))), None)
             if art is not None:
                 backend, reason = npu, f"{cfg.accelerator} NPU with a .{NPU_FORMAT[npu]} encoder"
+        if shape == "static" and npu and cfg.emulated and want == "auto" and precision == "int8":
+            # the static QDQ INT8 model built for this NPU: its numerics, run by onnxruntime
+            art = emulation.find_emulation(arts, cfg.accelerator, ENCODER_NPU_ROLES)
+            if art is not None:
+                emu = emulation.label(cfg.accelerator, art, precision)
+                reason = (f"emulated board: the {cfg.accelerator} build's static QDQ INT8 encoder "
+                          f"({art.get('quantization')}) on onnxruntime")
         if art is None:
             art = mf.find(arts, role=f"encoder_{shape}", format="onnx", variant=precision)
             if art is None:
@@ -119,6 +130,11 @@ class RagHybrid(Pipeline):
                       if cfg.emulated and npu else
                       f"no .{NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU" if npu else
                       "board has no NPU: dynamic-length encoder on the CPU")
+            if cfg.emulated and npu:
+                emu = emulation.label(cfg.accelerator, None, precision)
+                if want == "auto" and precision == "int8":
+                    reason += (f"; no static QDQ INT8 encoder for {cfg.accelerator} deployed (fleet models "
+                               f"build {self.default_model} --target {cfg.accelerator}; fleet deploy)")
         tok_art = mf.find(arts, role="tokenizer")
         if tok_art is None:
             raise ModelError(f"{model_dir}: manifest has no tokenizer", "deploy the minilm-l6-v2 artifacts")
@@ -146,7 +162,8 @@ class RagHybrid(Pipeline):
             "pipeline": self.name, "model_dir": str(model_dir), "precision": precision,
             "encoder": {"backend": backend, "artifact": art.file, "shape": shape,
                         "static_len": self.embedder.static_len, "reason": reason,
-                        "emulated": bool(cfg.emulated and npu and backend == "onnx"),
+                        "emulated": bool(cfg.emulated and npu and backend == "onnx"), "emulation": emu,
+                        "quantization": art.get("quantization"),
                         "sha256": models[art.file]},
             "tokenizer": {"artifact": tok_art.file, "sha256": models[tok_art.file], "max_tokens": MAX_TOKENS},
             "reranker": rer_info, "models": models,
@@ -279,7 +296,7 @@ class RagHybrid(Pipeline):
                           "p50_ms": None, "p90_ms": None, "mean_ms": None}
             else:
                 out[s] = {"backend": backends[s], **_pct(ms.get(s, []))}
-        out["inference"].update(artifact=enc["artifact"], emulated=enc["emulated"])
+        out["inference"].update(artifact=enc["artifact"], emulated=enc["emulated"], emulation=enc.get("emulation"))
         return out
 
     def _evaluate(self, col: Collection, idx: dict, options: dict, doc_text) -> dict:

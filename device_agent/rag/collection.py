@@ -12,7 +12,7 @@ fields or with a non-integer relevance; qrels naming unknown query or doc ids (u
 
 Nothing is dropped silently: documents whose title and text are both empty stay in the
 collection (qrels may name them, e.g. Cranfield 995) but cannot be indexed; they are listed in
-``empty_docs``. Blank lines are counted in ``blank_lines``.
+``empty_docs``. A corpus with no document or only empty ones is a BadInput. Blank lines are counted in ``blank_lines``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from ..protocol import BadInput
 
 FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv")
-_FIX_FORMAT = "see shared/data/rag/cranfield/README.md for the collection format"
+_FIX_FORMAT = "see suites/datasets/cranfield/README.md for the collection format"
 
 
 @dataclass
@@ -146,7 +146,8 @@ def load_collection(path: str | Path, unknown_qrels: str = "error") -> Collectio
     cfile, qfile, rfile = (p / f for f in FILES)
     docs, blank_c, raw = _json_rows(cfile)
     if not docs:
-        raise BadInput(f"{cfile} has no documents", _FIX_FORMAT)
+        raise BadInput(f"{cfile} has no documents" + (f" (only {blank_c} blank lines)" if blank_c else " (empty file)"),
+                       'write one document a line: {"id": "1", "title": "…", "text": "…"}; ' + _FIX_FORMAT)
     seen: set = set()
     doc_ids, texts, empty = [], [], []
     for i, obj in docs:
@@ -159,6 +160,10 @@ def load_collection(path: str | Path, unknown_qrels: str = "error") -> Collectio
         texts.append(t)
         if not t:
             empty.append(did)
+    if len(empty) == len(doc_ids):
+        # nothing to index: the vector and BM25 indexes would be empty (bm25s raises on that)
+        raise BadInput(f"{cfile}: all {len(doc_ids)} documents are empty (no title or text)",
+                       'fill in "title"/"text"; an empty document is only allowed beside indexable ones')
     qrows, blank_q, _ = _json_rows(qfile)
     if not qrows:
         raise BadInput(f"{qfile} has no queries", _FIX_FORMAT)

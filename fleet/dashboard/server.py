@@ -9,11 +9,14 @@ Routes: ``/`` Fleet · ``/run/<id>`` Run · ``/run/<id>/test/<board>/<test>`` Te
 from __future__ import annotations
 
 import sqlite3
+import sys
+import traceback
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from fleet.errors import FleetError
 from fleet.report import html as H
 from fleet.results import regress
 from fleet.results.store import Store
@@ -23,11 +26,8 @@ class ReadOnlyStore(Store):
     """A :class:`Store` over an existing database opened read-only (no schema writes)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"no results store at {self.path}")
-        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
+        # SQLite: mode=ro, FileNotFoundError if missing; PostgreSQL: default_transaction_read_only
+        super().__init__(path, read_only=True)
 
 
 def q(v) -> str:
@@ -82,14 +82,12 @@ def test_page(store, run_id: str, board: str, test: str) -> str | None:
 def trends_page(store, suite: str | None, metric: str | None) -> str:
     from fleet.report import plots as P
 
-    suites = [r[0] for r in store.db.execute("SELECT DISTINCT suite FROM runs ORDER BY suite")]
+    suites = store.suites()
     suite = suite or (suites[0] if suites else None)
     body = ["<h1>Trends</h1><p>suites: " + " ".join(f"<a href=\"/trends?suite={H.e(q(s))}\">{H.e(s)}</a>"
                                                    for s in suites) + "</p>"]
     if suite:
-        metrics = [r[0] for r in store.db.execute(
-            "SELECT DISTINCT m.name FROM metrics m JOIN results r ON r.id=m.result_id JOIN runs ru ON ru.id=r.run_id "
-            "WHERE ru.suite=? ORDER BY m.name", (suite,))]
+        metrics = store.metric_names(suite)
         metric = metric or ("latency_p50_ms" if "latency_p50_ms" in metrics else (metrics[0] if metrics else None))
         body.append("<p>metrics: " + " ".join(
             f"<a href=\"/trends?suite={H.e(q(suite))}&amp;metric={H.e(q(m))}\">{H.e(m)}</a>" for m in metrics) + "</p>")
@@ -156,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
         qs = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         try:
             store = ReadOnlyStore(self.db_path)
-        except (FileNotFoundError, sqlite3.Error) as e:
+        except (FileNotFoundError, sqlite3.Error, FleetError) as e:
             return self._send(503, H.page("fleet", f"<h1>no results store</h1><p>{H.e(e)}</p>"))
         try:
             page = None
@@ -173,6 +171,10 @@ class Handler(BaseHTTPRequestHandler):
             if page is None:
                 return self._send(404, H.page("fleet · not found", f"<h1>not found</h1><p>{H.e(url.path)}</p>", NAV))
             self._send(200, page)
+        except Exception as exc:  # a bug or an odd stored value: say so (escaped), keep serving
+            traceback.print_exc(file=sys.stderr)
+            self._send(500, H.page("fleet · error", f"<h1>this page failed</h1><p>{H.e(type(exc).__name__)}: "
+                                   f"{H.e(exc)}</p><p>report it with the URL; other pages still work</p>", NAV))
         finally:
             store.close()
 
@@ -183,8 +185,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(db_path: str | Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """A dashboard server for the store at ``db_path`` (not started; port 0 picks a free port)."""
-    handler = type("BoundHandler", (Handler,), {"db_path": Path(db_path)})
+    """A dashboard server for the store at ``db_path`` (a SQLite file or a SQLAlchemy URL; not
+    started; port 0 picks a free port)."""
+    from fleet.results.dburl import is_url
+
+    handler = type("BoundHandler", (Handler,), {"db_path": db_path if is_url(db_path) else Path(db_path)})
     srv = ThreadingHTTPServer((host, port), handler)
     srv.daemon_threads = True
     return srv

@@ -12,6 +12,22 @@ from fleet.inventory import Board
 
 DEFAULT_MODELS = ("whisper-tiny.en",)
 NPU_TARGETS = {"hailo8l", "hailo8", "rk3588"}
+NPU_FORMATS = {"hef", "rknn"}      # what a real board's NPU runtime loads
+EMULATION_QUANT = "int8-static-qdq"  # manifest quantization prefix of the emulation models
+
+
+def target_entries(board: Board, entries: list[dict]) -> list[dict]:
+    """The entries of ``board.accelerator``'s NPU build (``artifacts/<target>/<model>/``) that
+    board runs: the compiled HEF/RKNN on a real board; the static QDQ INT8 ONNX emulation models
+    (fleet.models.quantize) on an emulated one. The build's fp32 NPU graphs and calibration sets
+    stay on the controller. CPU boards get none."""
+    if board.accelerator not in NPU_TARGETS:
+        return []
+    mine = [e for e in entries if e.get("target") == board.accelerator]
+    if board.emulated:
+        return [e for e in mine if e.get("format") == "onnx"
+                and str(e.get("quantization", "")).startswith(EMULATION_QUANT)]
+    return [e for e in mine if e.get("format") in NPU_FORMATS]
 
 
 @dataclass(frozen=True)
@@ -61,8 +77,8 @@ def load_manifest(artifacts_dir: Path) -> dict:
 
 def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str, ...] | None = None) -> list[Artifact]:
     """The artifacts ``board`` can run: target ``cpu`` entries of ``models`` (default: every model
-    in the manifest) for every board, plus the HEF/RKNN entries of its accelerator when the board
-    is real (not emulated).
+    in the manifest) for every board, plus its accelerator's NPU build (``target_entries``):
+    HEF/RKNN on a real board, the static QDQ INT8 emulation models on an emulated one.
 
     Raises:
         FleetError: a model has no ``cpu`` entries in the manifest.
@@ -79,9 +95,7 @@ def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str,
                 f"{root / 'manifest.json'} has no target 'cpu' artifacts for {model}",
                 f"build them: {build_hint(model)}",
             )
-        chosen = list(cpu)
-        if not board.emulated and board.accelerator in NPU_TARGETS:
-            chosen += [e for e in entries if e.get("target") == board.accelerator]
+        chosen = list(cpu) + target_entries(board, entries)
         for e in chosen:
             rel = Path(e["path"])
             # On the board the model folder mirrors <target>/<model>/ (sub-folders kept, e.g. ct2/).

@@ -113,6 +113,16 @@ def _pip(args: list[str], what: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
+        missing = re.search(r"No matching distribution found for (\S+)", proc.stderr or "")
+        if missing:
+            # e.g. pyworld-prebuilt (WORLD for vc.pitch_shift) ships cp311 manylinux_2_28 wheels for
+            # x86_64 and aarch64 only; boards can never build an sdist (no compiler, no internet)
+            raise FleetError(
+                f"building the wheelhouse failed while {what}: no wheel of {missing.group(1)} for the "
+                f"board's platform/Python ({tail})",
+                "boards need a platform with wheels for every agent dependency: glibc >= 2.28 "
+                "(fleet_wheel_platform manylinux_2_28_x86_64 or manylinux_2_28_aarch64) and Python "
+                f"{PYTHON_VERSION}; check the board's fleet_wheel_platform", exit_code=3)
         raise FleetError(
             f"building the wheelhouse failed while {what}: {tail}",
             "check that PyPI (or your pip index/cache) is reachable from the controller and the platform tag is right",

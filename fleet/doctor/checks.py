@@ -140,7 +140,13 @@ def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool) -> list[Fi
         for model, files in _npu_files(stack, "hef"):
             for name, f in files:
                 ha = f.get("hef_arch")
-                if ha and ha != arch:
+                if ha == "hailo8l" and arch == "hailo8":
+                    # HailoRT runs Hailo-8L HEFs on a Hailo-8 (DeviceBase::is_hef_compatible), warning
+                    # "This will result in lower performance"; the reverse is refused.
+                    out.append(Finding(f"hailo.hef:{model}/{name}", WARN,
+                                       "HEF compiled for hailo8l on a hailo8 device: runs, at lower "
+                                       "performance (HailoRT warning)", FIX_HEF_ARCH.format(arch=arch)))
+                elif ha and ha != arch:
                     out.append(Finding(f"hailo.hef:{model}/{name}", FAIL,
                                        f"HEF compiled for {ha}, device is {arch} (HailoRT: \"HEF format is "
                                        f"not compatible with device\", HAILO_INVALID_HEF)",

@@ -1,7 +1,8 @@
 """Board leases: two `fleet test` runs never use one board at the same time.
 
 A lease is a row per board (owner, run, expiry) in its own ``leases`` table inside the results
-store's SQLite file (WAL, so every controller process sharing that file sees the same leases).
+store (SQLite in WAL mode, so every controller process sharing that file sees the same leases; or
+the PostgreSQL server several controllers share, see fleet.results.dburl).
 ``fleet test`` takes a lease on each of its boards before the first agent session, renews them
 from a heartbeat thread while the run lives, and releases them when the run ends (however it
 ends). A lease whose expiry has passed -- its holder died and stopped renewing -- is taken over;
@@ -13,24 +14,39 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS leases (
-    board TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,             -- user@host pid N
-    run_id TEXT NOT NULL,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    acquired REAL NOT NULL,
-    renewed REAL NOT NULL,
-    expires REAL NOT NULL
-);
-"""
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    func,
+    select,
+    update,
+)
+
+from fleet.results.store import KEY, Store
+
+LEASES = Table(
+    "leases", MetaData(),
+    Column("board", KEY, primary_key=True),
+    Column("owner", Text, nullable=False),            # user@host pid N
+    Column("run_id", KEY, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired", Float, nullable=False),        # s since the epoch
+    Column("renewed", Float, nullable=False),
+    Column("expires", Float, nullable=False),
+)
+#: pg_advisory_xact_lock key serialising lease check-then-take among controllers (SQLite: BEGIN IMMEDIATE).
+LEASE_LOCK_KEY = 0x666C65656C  # any fixed int64
 
 DEFAULT_TTL_S = 60.0
 
@@ -83,33 +99,39 @@ class Lease:
 
 
 class LeaseStore:
-    """The ``leases`` table in the SQLite file at ``path`` (created if missing)."""
+    """The ``leases`` table in the results store at ``path``: a SQLite file (created if missing)
+    or a SQLAlchemy URL (a PostgreSQL server shared by several controllers), as :class:`Store`.
+
+    Raises:
+        FleetError: as :class:`fleet.results.store.Store` (bad URL, unreachable server...).
+    """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self.db.executescript(SCHEMA)
+        self._store = Store(path)
+        self.path = self._store.path
         self._lock = threading.Lock()
+        with self._writer() as conn:
+            LEASES.create(conn, checkfirst=True)
+
+    def _writer(self):
+        """A write transaction that holds the lease lock until it ends."""
+        return _LeaseTxn(self._store)
 
     def close(self) -> None:
-        self.db.close()
+        self._store.close()
 
-    def _row(self, board: str) -> Lease | None:
-        row = self.db.execute("SELECT * FROM leases WHERE board=?", (board,)).fetchone()
+    @staticmethod
+    def _row(conn, board: str) -> Lease | None:
+        row = conn.execute(select(LEASES).where(LEASES.c.board == board)).mappings().first()
         return Lease(**dict(row)) if row else None
 
     def get(self, board: str) -> Lease | None:
-        with self._lock:
-            return self._row(board)
+        with self._lock, self._store.engine.connect() as conn:
+            return self._row(conn, board)
 
     def list(self) -> list[Lease]:
-        with self._lock:
-            return [Lease(**dict(r)) for r in self.db.execute("SELECT * FROM leases ORDER BY board")]
+        with self._lock, self._store.engine.connect() as conn:
+            return [Lease(**dict(r)) for r in conn.execute(select(LEASES).order_by(LEASES.c.board)).mappings()]
 
     def acquire(self, board: str, run_id: str, owner: str | None = None, ttl_s: float = DEFAULT_TTL_S,
                 pid: int | None = None) -> tuple[bool, Lease]:
@@ -121,42 +143,53 @@ class LeaseStore:
         """
         pid = pid or os.getpid()
         owner = owner or default_owner(pid)
-        with self._lock:
-            cur = self.db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                held = self._row(board)
-                if held is not None and held.run_id != run_id and not held.expired and not held.holder_dead():
-                    cur.execute("COMMIT")
-                    return False, held
-                now = time.time()
-                lease = Lease(board, owner, run_id, socket.gethostname(), pid, now, now, now + ttl_s)
-                cur.execute("INSERT OR REPLACE INTO leases(board, owner, run_id, host, pid, acquired, renewed, expires) "
-                            "VALUES (?,?,?,?,?,?,?,?)", (lease.board, lease.owner, lease.run_id, lease.host,
-                                                         lease.pid, lease.acquired, lease.renewed, lease.expires))
-                cur.execute("COMMIT")
-                return True, lease
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._lock, self._writer() as conn:
+            held = self._row(conn, board)
+            if held is not None and held.run_id != run_id and not held.expired and not held.holder_dead():
+                return False, held
+            now = time.time()
+            lease = Lease(board, owner, run_id, socket.gethostname(), pid, now, now, now + ttl_s)
+            conn.execute(delete(LEASES).where(LEASES.c.board == board))
+            conn.execute(LEASES.insert().values(**asdict(lease)))
+            return True, lease
 
     def renew(self, run_id: str, ttl_s: float = DEFAULT_TTL_S) -> int:
         """Push the expiry of every lease held by ``run_id`` to now + ttl; returns how many."""
         now = time.time()
-        with self._lock:
-            return self.db.execute("UPDATE leases SET renewed=?, expires=? WHERE run_id=?",
-                                   (now, now + ttl_s, run_id)).rowcount
+        with self._lock, self._store._writer.begin() as conn:
+            return conn.execute(update(LEASES).where(LEASES.c.run_id == run_id)
+                                .values(renewed=now, expires=now + ttl_s)).rowcount
 
     def release(self, board: str | None = None, run_id: str | None = None) -> int:
         """Free one board's lease (any holder), or every lease of ``run_id``; returns how many."""
-        with self._lock:
-            if board is not None and run_id is not None:
-                return self.db.execute("DELETE FROM leases WHERE board=? AND run_id=?", (board, run_id)).rowcount
-            if board is not None:
-                return self.db.execute("DELETE FROM leases WHERE board=?", (board,)).rowcount
-            if run_id is not None:
-                return self.db.execute("DELETE FROM leases WHERE run_id=?", (run_id,)).rowcount
-        raise ValueError("release needs a board or a run id")
+        if board is None and run_id is None:
+            raise ValueError("release needs a board or a run id")
+        stmt = delete(LEASES)
+        if board is not None:
+            stmt = stmt.where(LEASES.c.board == board)
+        if run_id is not None:
+            stmt = stmt.where(LEASES.c.run_id == run_id)
+        with self._lock, self._store._writer.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+
+class _LeaseTxn:
+    """``with``: a write transaction (SQLite: BEGIN IMMEDIATE, the database's write lock) that on
+    PostgreSQL first takes a transaction-scoped advisory lock, so two controllers never both see a
+    board free and both take it."""
+
+    def __init__(self, store: Store):
+        self._ctx = store._writer.begin()
+        self._pg = store.target.backend == "postgresql"
+
+    def __enter__(self):
+        conn = self._ctx.__enter__()
+        if self._pg:
+            conn.execute(select(func.pg_advisory_xact_lock(LEASE_LOCK_KEY)))
+        return conn
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
 
 
 class RunLeases:

@@ -13,7 +13,8 @@ def register(sub) -> None:
     p.add_argument("action", nargs="?", choices=["list", "release"], default="list",
                    help="list (default) or release")
     p.add_argument("board", nargs="?", help="the board to release")
-    p.add_argument("--db", help="results store holding the leases (default results/fleet.db or $FLEET_DB)")
+    p.add_argument("--db", help="results store holding the leases: a SQLite file or a SQLAlchemy URL "
+                   "(default $FLEET_DB, else results/fleet.db)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--yes", "-y", action="store_true", help="release without asking")
     p.set_defaults(func=cmd_leases)

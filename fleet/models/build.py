@@ -21,9 +21,10 @@ from pathlib import Path
 from fleet.errors import FleetError
 from fleet.models import manifest as mf
 
-KNOWN_MODELS = ("whisper-tiny.en", "minilm-l6-v2")
+KNOWN_MODELS = ("whisper-tiny.en", "minilm-l6-v2", "crepe-tiny")
 # model -> recipe module: expected_files(), build_cpu(work, report), optional source_info()
-RECIPES = {"whisper-tiny.en": "fleet.models.whisper_build", "minilm-l6-v2": "fleet.models.minilm_build"}
+RECIPES = {"whisper-tiny.en": "fleet.models.whisper_build", "minilm-l6-v2": "fleet.models.minilm_build",
+           "crepe-tiny": "fleet.models.crepe_build"}
 CPU = "cpu"
 # NPU targets a later issue builds; what each needs (shared/reference/device_apis.md, field.md)
 NPU_TOOLCHAINS = {
@@ -119,12 +120,7 @@ def _check_request(model: str, target: str) -> None:
     if model not in KNOWN_MODELS:
         raise FleetError(f"unknown model {model!r}; known models: {', '.join(KNOWN_MODELS)}",
                          f"use one of: {', '.join(KNOWN_MODELS)}")
-    if target in NPU_TOOLCHAINS:
-        raise FleetError(
-            f"target {target!r} is not buildable here: it needs {NPU_TOOLCHAINS[target]}",
-            f"build --target cpu for now (onnxruntime runs it on any board and on emulated "
-            f"NPUs); {target} artifacts come with the {target} compile step", exit_code=3)
-    if target != CPU:
+    if target != CPU and target not in NPU_TOOLCHAINS:
         raise FleetError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}",
                          f"use one of: {', '.join(TARGETS)}")
 
@@ -155,17 +151,48 @@ def up_to_date(model: str, target: str, out: Path, source: dict,
     return entries
 
 
+def swap_in(work: Path, out: Path, model: str, target: str, entries: list[dict],
+            existing: list[dict]) -> list[dict]:
+    """Move a finished build folder to ``out/<target>/<model>/`` and record its entries.
+
+    The old folder is moved aside first and deleted only after the new one is in place; the
+    manifest is then rewritten atomically with the (model, target) group replaced.
+
+    Returns:
+        the group's entries as written to the manifest.
+    """
+    work.chmod(0o755 & ~_umask())  # mkdtemp makes it 0700; others read artifacts
+    final = out / target / model
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".old-{model}-{target}-", dir=out))
+        os.replace(final, old / model)
+    os.replace(work, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    merged = mf.merge(existing, entries, replace_group=(model, target))
+    mf.write_manifest(out, merged)
+    return [e for e in merged if (e["model"], e["target"]) == (model, target)]
+
+
 def build(model: str, target: str, out: Path, force: bool = False,
-          report: Report | None = None) -> list[dict]:
+          report: Report | None = None, require_compiler: bool = False,
+          calib_n: int = 64) -> list[dict]:
     """Build (or find up to date) the artifacts of ``model`` for ``target`` under ``out``.
 
     Args:
         model: a name from KNOWN_MODELS (``whisper-tiny.en``).
-        target: ``cpu``; NPU targets (hailo8l, hailo8, rk3588) are refused for now.
+        target: ``cpu``, or an NPU target (hailo8l, hailo8, rk3588): those go to
+            ``fleet.models.target_build.build_target`` (NPU graphs, calibration set, emulation
+            model, and the compiled HEF/RKNN when the toolchain is present).
         out: artifacts root; files go to ``out/<target>/<model>/``, entries to
             ``out/manifest.json``.
         force: rebuild even if up to date.
         report: progress/metrics sink (silent if None).
+        require_compiler: NPU targets only: a missing toolchain is an error (exit 3) instead
+            of a build without the compiled binary.
+        calib_n: NPU targets only: calibration samples per graph.
 
     Returns:
         the manifest entries of (model, target) (paths relative to ``out``). The report's
@@ -178,6 +205,11 @@ def build(model: str, target: str, out: Path, force: bool = False,
     report = report or Report()
     t0 = time.perf_counter()
     _check_request(model, target)
+    if target in NPU_TOOLCHAINS:
+        from fleet.models.target_build import build_target
+
+        return build_target(model, target, out, force=force, report=report,
+                            require_compiler=require_compiler, calib_n=calib_n)
     out = Path(out).resolve()
     source, exporter = source_info(model), exporter_info()
     if not force:
@@ -203,19 +235,7 @@ def build(model: str, target: str, out: Path, force: bool = False,
                           "bytes": f.stat().st_size, "inputs": e["inputs"],
                           "outputs": e["outputs"], "quantization": e["quantization"],
                           "source": source, "exporter": exporter}
-        work.chmod(0o755 & ~_umask())  # mkdtemp makes it 0700; others read artifacts
-        final = out / target / model
-        final.parent.mkdir(parents=True, exist_ok=True)
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{model}-{target}-", dir=out))
-            os.replace(final, old / model)
-        os.replace(work, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        merged = mf.merge(existing, entries, replace_group=(model, target))
-        mf.write_manifest(out, merged)
-        entries = [e for e in merged if (e["model"], e["target"]) == (model, target)]
+        entries = swap_in(work, out, model, target, entries, existing)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     """Add ``models`` with its ``build`` sub-command to the ``fleet`` parser."""
     from fleet.models.build import KNOWN_MODELS, TARGETS
 
-    p = subparsers.add_parser("models", help="build model artifacts (ONNX now; HEF/RKNN later)",
+    p = subparsers.add_parser("models", help="build model artifacts (ONNX; NPU graphs + HEF/RKNN)",
                               description="Build model artifacts and artifacts/manifest.json.")
     sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
     b = sub.add_parser("build", help="build one model for one target",
@@ -27,10 +27,48 @@ def register(subparsers) -> None:
     b.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="artifacts root (default: $FLEET_ARTIFACTS or <project>/artifacts)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    b.add_argument("--require-compiler", action="store_true",
+                   help="NPU targets: fail (exit 3) when the compiler (Hailo DFC, rknn-toolkit2) "
+                        "is missing, instead of building graphs + calibration + emulation model "
+                        "only")
+    b.add_argument("--calib-n", type=int, default=64, metavar="N",
+                   help="NPU targets: calibration samples per graph (default: 64)")
     b.add_argument("--json", action="store_true",
                    help="print the entries and measurements as JSON on stdout")
     b.set_defaults(func=cmd_build)
+    register_parity(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def register_parity(sub) -> None:
+    """``fleet models parity MODEL [--target T] [--json]`` (fleet.models.parity)."""
+    q = sub.add_parser("parity", help="fp32 reference vs what a target runs (emulated INT8), on the "
+                                      "evaluation set",
+                       description="Per-output cosine / max abs error and the task-metric delta (WER, "
+                                   "recall@10) of the target's model against the fp32 reference; stored "
+                                   "in the manifest entry (fleet.models.parity).")
+    q.add_argument("model", metavar="MODEL", help="whisper-tiny.en, minilm-l6-v2 or crepe-tiny")
+    q.add_argument("--target", default="cpu", metavar="TARGET",
+                   help="cpu (int8 dynamic), hailo8l, hailo8 or rk3588 (static QDQ INT8 emulation)")
+    q.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                   help="artifacts root (default: $FLEET_ARTIFACTS or <project>/artifacts)")
+    q.add_argument("--clips", type=int, default=None, metavar="N", help="Whisper: at most N evaluation clips")
+    q.add_argument("--collection", default="cranfield", help="MiniLM: collection for recall@10")
+    q.add_argument("--no-task-metric", action="store_true",
+                   help="MiniLM: skip recall@10 (embeds the collection twice, ~2-3 min)")
+    q.add_argument("--no-store", action="store_true", help="do not write the result into the manifest")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.set_defaults(func=cmd_parity)
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    """Handler of ``fleet models parity``."""
+    from fleet.models.parity import format_table, run_parity
+
+    res = run_parity(args.model, args.target, args.artifacts, clips=args.clips, collection=args.collection,
+                     task_metric=not args.no_task_metric, store=not args.no_store)
+    print(json.dumps(res, indent=2) if args.json else format_table(res))
+    return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -47,15 +85,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     report = Report(echo=err.print)
     spinner = err.status("building…") if not args.json and err.is_terminal else None
     with spinner or contextlib.nullcontext():
-        entries = build(args.model, args.target, out_dir, force=args.force, report=report)
+        entries = build(args.model, args.target, out_dir, force=args.force, report=report,
+                        require_compiler=args.require_compiler, calib_n=args.calib_n)
     if args.json:
         print(json.dumps({"entries": entries, "metrics": report.metrics}, indent=2))
         return 0
     table = Table(title=f"{args.model} ({args.target})")
-    for col in ("role", "variant", "file", "MB", "sha256"):
+    for col in ("role", "variant", "file", "MB", "sha256", "quantization"):
         table.add_column(col, justify="right" if col == "MB" else "left")
     for e in entries:
         table.add_row(e["role"], e["variant"], Path(e["path"]).name, f"{e['bytes'] / 1e6:.1f}",
-                      e["sha256"][:12])
+                      e["sha256"][:12], e.get("quantization", ""))
     Console().print(table)
+    if entries and entries[0].get("compiled") is False:
+        err.print(f"[yellow]not compiled:[/yellow] {entries[0].get('compile_reason', '')}")
     return 0

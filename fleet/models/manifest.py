@@ -5,7 +5,8 @@ Format::
     {"schema": 1, "artifacts": [entry, ...]}
 
 An entry is a plain dict: model, role, variant, target, format, path (relative to the artifacts
-root), sha256, bytes, inputs, outputs, quantization, source, exporter. Entries are unique by
+root), sha256, bytes, inputs, outputs, quantization, source, exporter; NPU-target entries add
+toolchain, compiled (+ compile_reason) and calibration (entry_problems). Entries are unique by
 (model, role, variant, target).
 """
 
@@ -23,6 +24,33 @@ SCHEMA = 1
 MANIFEST = "manifest.json"
 KEY_FIELDS = ("model", "role", "variant", "target")
 REQUIRED = ("model", "role", "variant", "target", "format", "path", "sha256", "bytes")
+# NPU-target entries (fleet.models.target_build) also say how they were made (contracts.md §3)
+NPU_REQUIRED = ("toolchain", "quantization", "compiled")
+CALIBRATION_FIELDS = ("path", "sha256", "n")
+
+
+def entry_problems(entry: dict) -> list[str]:
+    """What an entry lacks: REQUIRED fields; for targets other than cpu also ``toolchain``
+    {name, version}, ``quantization``, ``compiled`` (bool; ``compile_reason`` when false) and,
+    on quantized variants (not fp32), ``calibration`` {path, sha256, n}."""
+    if not isinstance(entry, dict):
+        return ["is not an object"]
+    missing = [k for k in REQUIRED if k not in entry]
+    if missing or entry["target"] == "cpu":
+        return missing
+    missing += [k for k in NPU_REQUIRED if k not in entry]
+    tc = entry.get("toolchain")
+    if "toolchain" in entry and not (isinstance(tc, dict) and "name" in tc and "version" in tc):
+        missing.append("toolchain.name/version")
+    if entry.get("compiled") is False and not entry.get("compile_reason"):
+        missing.append("compile_reason")
+    if entry.get("variant") != "fp32":
+        cal = entry.get("calibration")
+        if not isinstance(cal, dict):
+            missing.append("calibration")
+        else:
+            missing += [f"calibration.{k}" for k in CALIBRATION_FIELDS if k not in cal]
+    return missing
 
 
 def entry_key(entry: dict) -> tuple[str, str, str, str]:
@@ -64,7 +92,7 @@ def read_manifest(root: Path) -> list[dict]:
         raise FleetError(f"{path}: not a schema-{SCHEMA} fleet manifest",
                          "delete it and rebuild: fleet models build MODEL")
     for i, e in enumerate(doc["artifacts"]):
-        missing = [k for k in REQUIRED if not isinstance(e, dict) or k not in e]
+        missing = entry_problems(e)
         if missing:
             raise FleetError(f"{path}: artifact #{i} lacks {', '.join(missing)}",
                              "delete it and rebuild: fleet models build MODEL")

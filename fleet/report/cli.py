@@ -14,7 +14,8 @@ from fleet.errors import FleetError
 def register(sub) -> None:
     p = sub.add_parser("report", help="write a run's self-contained HTML report (default: the latest run)")
     p.add_argument("run", nargs="?", help="run id (default: latest)")
-    p.add_argument("--db", help="results store (default results/fleet.db or $FLEET_DB)")
+    p.add_argument("--db", help="results store: a SQLite file or a SQLAlchemy URL such as "
+                   "postgresql+psycopg://USER@HOST/DB (default $FLEET_DB, else results/fleet.db)")
     p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     p.add_argument("--baseline-runs", type=int, default=10, metavar="N",
                    help="earlier runs of the suite used as the regression baseline (default 10)")

@@ -15,7 +15,10 @@ import matplotlib.pyplot as plt
 
 from fleet.results import regress
 
-plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
+# text.parse_math off: titles and legends carry board/test/metric names from the store, and a `$`
+# in one would be parsed as mathtext (a ValueError for anything that is not valid TeX).
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+                     "text.parse_math": False})
 
 
 def to_svg(fig) -> str:

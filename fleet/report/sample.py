@@ -42,7 +42,7 @@ def build_sample_store(path, runs: int = 6, regress_last: bool = True, seed: int
         run_id = f"20260101-0000{k:02d}-ab{k:02d}"
         last = k == runs - 1
         s.start_run(run_id, "whisper_hybrid", inventory="inventory/sim.yml")
-        s.db.execute("UPDATE runs SET started=? WHERE id=?", (1_767_225_600.0 + 3600 * k, run_id))
+        s.set_run_times(run_id, started=1_767_225_600.0 + 3600 * k)
         for name, board, acc in BOARDS:
             s.add_board(run_id, name, board, acc, True,
                         {"doctor": {"status": "pass", "failures": [], "ignored": False},
@@ -72,6 +72,6 @@ def build_sample_store(path, runs: int = 6, regress_last: bool = True, seed: int
                 telemetry_summary={"summary": {}, "measurement": {"verdict": "VALID", "valid": True,
                                                                   "reasons": []}}))
         s.finish_run(run_id, "failed" if last else "passed")
-        s.db.execute("UPDATE runs SET finished=? WHERE id=?", (1_767_225_600.0 + 3600 * k + 60, run_id))
+        s.set_run_times(run_id, finished=1_767_225_600.0 + 3600 * k + 60)
         ids.append(run_id)
     return s, ids

@@ -29,7 +29,8 @@ KEY_STAGES = ("encoder", "decoder", "inference")
 def register(sub) -> None:
     p = sub.add_parser("results", help="show a run's results per board (default: the latest run)")
     p.add_argument("run", nargs="?", help="run id (default: latest)")
-    p.add_argument("--db", help="results store (default results/fleet.db or $FLEET_DB)")
+    p.add_argument("--db", help="results store: a SQLite file or a SQLAlchemy URL such as "
+                   "postgresql+psycopg://USER@HOST/DB (default $FLEET_DB, else results/fleet.db)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--telemetry", action="store_true",
                    help="show the measurement verdict, thermals, power and energy per board")

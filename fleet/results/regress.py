@@ -104,10 +104,7 @@ def previous_runs(store, run_id: str, n: int = DEFAULT_RUNS) -> list[dict]:
     run = store.run(run_id)
     if run is None:
         return []
-    rows = store.db.execute(
-        "SELECT * FROM runs WHERE suite=? AND started<? AND id<>? ORDER BY started DESC LIMIT ?",
-        (run["suite"], run["started"], run_id, n)).fetchall()
-    return [dict(r) for r in rows]
+    return store.previous_runs(run["suite"], run["started"], run_id, n)
 
 
 def baseline_values(store, run_ids: list[str]) -> dict[tuple[str, str, str], list[tuple[str, float]]]:
@@ -115,11 +112,7 @@ def baseline_values(store, run_ids: list[str]) -> dict[tuple[str, str, str], lis
     out: dict = {}
     if not run_ids:
         return out
-    marks = ",".join("?" * len(run_ids))
-    rows = store.db.execute(
-        f"SELECT r.run_id, r.board, r.test, m.name, m.value FROM results r JOIN metrics m ON m.result_id=r.id "
-        f"WHERE r.run_id IN ({marks}) AND r.outcome<>'error' AND m.value IS NOT NULL", run_ids)
-    for row in rows:
+    for row in store.metric_values(run_ids):
         out.setdefault((row[1], row[2], row[3]), []).append((row[0], float(row[4])))
     return out
 
@@ -153,16 +146,8 @@ def regressions(store, run_id: str, *, runs: int = DEFAULT_RUNS, k: float = DEFA
 def series(store, suite: str, metric: str, limit: int = 50, test: str | None = None) -> dict[str, list[dict]]:
     """A metric over the last ``limit`` runs of ``suite``: {board: [{run, started, value, unit,
     direction, test}]} oldest first (the Trends view)."""
-    q = ("SELECT ru.id, ru.started, r.board, r.test, m.value, m.unit, m.direction FROM runs ru "
-         "JOIN results r ON r.run_id=ru.id JOIN metrics m ON m.result_id=r.id "
-         "WHERE ru.id IN (SELECT id FROM runs WHERE suite=? ORDER BY started DESC LIMIT ?) AND m.name=? "
-         "AND r.outcome<>'error'")
-    args: list = [suite, limit, metric]
-    if test:
-        q += " AND r.test=?"
-        args.append(test)
     out: dict = {}
-    for row in store.db.execute(q + " ORDER BY ru.started", args):
-        out.setdefault(row[2], []).append({"run": row[0], "started": row[1], "test": row[3], "value": row[4],
-                                           "unit": row[5], "direction": row[6]})
+    for row in store.metric_series(suite, metric, limit=limit, test=test):
+        board = row.pop("board")
+        out.setdefault(board, []).append(row)
     return out

@@ -15,14 +15,37 @@ from fleet.errors import EXIT_INFRA, EXIT_TESTS_FAILED, FleetError
 FINISHED = ("passed", "failed", "skipped")
 
 
+def auto_workers(boards, cpus: int | None = None) -> int:
+    """``-n auto``: one pytest-xdist worker per board, except that a fleet of only emulated boards
+    gets at most one worker per controller CPU (at least 2).
+
+    Why: an emulated board's agent runs on the controller's own CPUs, so a worker per board adds
+    only worker start-up (pytest, xdist and the plugin's imports: ~0.7 s of CPU each) and nothing
+    to overlap; on 2 CPUs, 24 emulated boards ran benchmarks/fleet_scale.py's trivial suite in
+    46-97 s with 24 workers and 26-36 s with 2 (two runs; README "Fan-out at scale"). Real
+    boards compute on their own CPUs while their worker waits on SSH, so each keeps its own
+    worker (boards sharing a worker would run one after another).
+
+    Args:
+        boards: the boards the suite runs on (fleet.inventory.Board).
+        cpus: controller CPUs (default: the CPUs this process may run on).
+    """
+    n = len(boards)
+    if boards and all(b.emulated for b in boards):
+        cpus = cpus or len(os.sched_getaffinity(0))
+        n = min(n, max(2, cpus))
+    return n
+
+
 def register(sub) -> None:
     p = sub.add_parser("test", help="run a suite (pytest) on every matching board, boards in parallel")
     p.add_argument("suite_dir", help="suite folder, e.g. suites/whisper_hybrid")
     p.add_argument("--inventory", "-i", default="inventory/sim.yml", help="Ansible inventory (default inventory/sim.yml)")
     p.add_argument("--limit", help="only these hosts (Ansible-style pattern)")
     p.add_argument("-n", dest="workers", default="auto",
-                   help="parallel workers: 'auto' = one per board (default), or a number")
-    p.add_argument("--db", help="results store (default results/fleet.db or $FLEET_DB)")
+                   help="parallel workers: 'auto' = one per board (default; emulated boards: at most one per CPU), or a number")
+    p.add_argument("--db", help="results store: a SQLite file or a SQLAlchemy URL such as "
+                   "postgresql+psycopg://USER@HOST/DB (default $FLEET_DB, else results/fleet.db)")
     p.add_argument("-k", dest="keyword", help="pytest -k expression")
     p.add_argument("--junit", help="JUnit XML path (default runs/<run>/junit.xml)")
     p.add_argument("--ignore-fingerprint", action="store_true",
@@ -66,11 +89,14 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     """
     from fleet.inventory import load_inventory
     from fleet.paths import runs_dir
+    from fleet.results.dburl import redact_argv
     from fleet.results.junit import write_junit
-    from fleet.results.store import new_run_id, open_store
+    from fleet.results.store import open_store
     from fleet.runner.suite import load_suite
 
     suite = load_suite(suite_dir)
+    # a bad inventory fails before the results store is opened: nothing written, not even an empty store
+    matching = None if resume else [b for b in load_inventory(inventory, limit) if suite.matches(b)]
     store = open_store(db)
     done: list[list[str]] = []
     if resume:
@@ -96,28 +122,27 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
         boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
         log = run_dir / "resumes.json"
         history = json.loads(log.read_text()) if log.exists() else []
-        history.append({"resumed_at": time.time(), "argv": list(sys.argv), "kept": done, "rerun": dropped})
+        history.append({"resumed_at": time.time(), "argv": redact_argv(sys.argv), "kept": done, "rerun": dropped})
         log.write_text(json.dumps(history, indent=1))
         argv = json.loads(prev.get("argv") or "[]") + ["--resume", run_id]
-        store.db.execute("UPDATE runs SET status='running', finished=NULL, argv=? WHERE id=?",
-                         (json.dumps(argv), run_id))
+        store.reopen_run(run_id, argv)
     else:
-        boards = [b for b in load_inventory(inventory, limit) if suite.matches(b)]
+        boards = matching
         if not boards:
             store.close()
             raise FleetError(f"no board in {inventory} matches suite {suite.name} "
                              f"(requires accelerators {sorted(suite.accelerators)}, boards {sorted(suite.boards)})",
                              "add such a board to the inventory or widen requires: in suite.yml")
-        run_id = new_run_id()
+        # a fresh id the store has not seen (several controllers may share a PostgreSQL store)
+        run_id = store.new_run(suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
+                               "--ignore-fingerprint" not in sys.argv else []))
         run_dir = runs_dir() / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         boards_file = run_dir / "boards.json"
         boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
-        store.start_run(run_id, suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
-                                               "--ignore-fingerprint" not in sys.argv else []))
     from fleet.leases import DEFAULT_TTL_S, RunLeases
 
-    leases = RunLeases(store.path, run_id, ttl_s=lease_ttl or DEFAULT_TTL_S)
+    leases = RunLeases(store.target.location(), run_id, ttl_s=lease_ttl or DEFAULT_TTL_S)
     try:
         leases.acquire([b.name for b in boards], wait_s=lease_wait)
     except BaseException:
@@ -132,9 +157,10 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     not_run_file.write_text(json.dumps(leases.refused, indent=1))
     done_file = run_dir / "done.json"
     done_file.write_text(json.dumps(done))
-    n = len(boards) if workers == "auto" else int(workers)
+    n = auto_workers(boards) if workers == "auto" else int(workers)
+    env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", str(suite.dir), "-p", "fleet.runner.plugin",
-           "--fleet-run", run_id, "--fleet-boards", str(boards_file), "--fleet-db", str(store.path),
+           "--fleet-run", run_id, "--fleet-boards", str(boards_file), "--fleet-db", _child_db(store, env),
            "--fleet-suite", str(suite.dir), "--rootdir", str(suite.dir), "-p", "no:cacheprovider",
            "-o", "addopts=", "-q" if quiet else "-v"]
     if n > 1:
@@ -148,7 +174,6 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     if keyword:
         cmd += ["-k", keyword]
     cmd += list(extra or [])
-    env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     status = "error"
     rc = EXIT_INFRA
@@ -190,18 +215,17 @@ def _prepare_resume(store, run_id: str) -> tuple[list[list[str]], list[list[str]
     finished = {(r.board, r.test) for r in results if r.outcome in FINISHED}
     dropped = sorted({(r.board, r.test) for r in results if (r.board, r.test) not in finished})
     ids = [r.id for r in results if (r.board, r.test) not in finished]
-    cur = store.db.cursor()
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        for rid in ids:
-            cur.execute("DELETE FROM metrics WHERE result_id=?", (rid,))
-            cur.execute("DELETE FROM telemetry WHERE result_id=?", (rid,))
-            cur.execute("DELETE FROM results WHERE id=?", (rid,))
-        cur.execute("COMMIT")
-    except BaseException:
-        cur.execute("ROLLBACK")
-        raise
+    store.delete_results(ids)  # one transaction
     return [list(p) for p in sorted(finished)], [list(p) for p in dropped]
+
+
+def _child_db(store, env: dict) -> str:
+    """The ``--fleet-db`` value for the pytest child: the SQLite path, or for a server ``-`` with the
+    URL (it may hold a password) in the child's $FLEET_DB, never on its command line."""
+    if store.target.path is not None:
+        return str(store.target.path)
+    env["FLEET_DB"] = store.target.secret_url()
+    return "-"
 
 
 def _run_pytest(cmd: list[str], env: dict) -> int:

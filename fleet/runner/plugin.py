@@ -25,6 +25,7 @@ Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,8 @@ def pytest_addoption(parser):
     g = parser.getgroup("fleet")
     g.addoption("--fleet-run", help="run id in the results store")
     g.addoption("--fleet-boards", help="JSON file with the boards to test (written by `fleet test`)")
-    g.addoption("--fleet-db", help="results store (SQLite path)")
+    g.addoption("--fleet-db", help="results store: SQLite path or SQLAlchemy URL; '-' = the URL in $FLEET_DB "
+                "(how `fleet test` passes a server URL, so a password never shows on a command line)")
     g.addoption("--fleet-suite", help="suite folder (holds suite.yml)")
     g.addoption("--fleet-ignore-fingerprint", action="store_true", default=False,
                 help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
@@ -96,6 +98,8 @@ class FleetContext:
         self.boards = [Board(**b) for b in json.loads(Path(boards_file).read_text())] if boards_file else []
         self.suite: Suite | None = load_suite(config.getoption("--fleet-suite")) if config.getoption("--fleet-suite") else None
         db = config.getoption("--fleet-db")
+        if db == "-":
+            db = os.environ.get("FLEET_DB")
         self.store = Store(db) if db else None
         self.sessions: dict[str, AgentSession] = {}
         self.infos: dict[str, dict] = {}

@@ -17,6 +17,10 @@ suite.yml keys:
                                      fails the latency test with the reason.
     thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated | hailo8l | hailo8 | rk3588 | cpu;
                                      null = not measured for that class yet, reported, not enforced
+    parity: {inputs: int, bounds: {CLASS: {KEY: value|null}}}  the NPU-stage parity test: `inputs`
+                                     evaluation items (clips / texts) through the CPU fp32 reference
+                                     and the board's NPU stage (its emulation on emulated boards);
+                                     KEY one of PARITY_BOUND_KEYS, null = reported, not enforced
 """
 
 from __future__ import annotations
@@ -47,9 +51,60 @@ THRESHOLD_KEYS = {
     "cisi_ndcg_at_10_min": ("hybrid_ndcg_at_10", "min", "ratio"),
     "cisi_recall_at_10_min": ("hybrid_recall_at_10", "min", "ratio"),
     "parity_cos_min": ("parity_cos_min", "min", "ratio"),
+    # voice_conversion (suites/voice_conversion/README.md has the definitions)
+    "crepe_rpa_min": ("crepe_rpa", "min", "ratio"),
+    "crepe_voicing_error_max": ("crepe_voicing_error", "max", "ratio"),
+    "crepe_parity_min": ("crepe_parity_50c", "min", "ratio"),
+    "f0_rmse_cents_max": ("f0_rmse_cents", "max", "cents"),
+    "f0_median_abs_cents_max": ("f0_median_abs_cents", "max", "cents"),
+    "voicing_error_max": ("voicing_error", "max", "ratio"),
+    "mcd_db_max": ("mcd_db", "max", "dB"),
+    "target_f0_gap_semitones_max": ("target_f0_gap_semitones", "max", "semitones"),
 }
 KNOWN_KEYS = {"name", "pipeline", "model", "dataset", "requires", "options", "thresholds",
-              "request_timeout_s", "warmup_requests", "description", "measurement"}
+              "request_timeout_s", "warmup_requests", "description", "measurement", "parity"}
+PARITY_KEYS = {"inputs", "bounds"}
+PARITY_BOUND_KEYS = {
+    # key: (parity metric it bounds, "max" | "min", unit); metrics from the agent's parity op
+    "cosine_min": ("parity_cosine_min", "min", "ratio"),
+    "cosine_mean_min": ("parity_cosine_mean", "min", "ratio"),
+    "max_abs_err_max": ("parity_max_abs_err", "max", ""),
+    "wer_delta_max": ("parity_wer_delta", "max", "ratio"),
+}
+
+
+def check_parity(f: Path, block) -> dict:
+    """The checked ``parity:`` block ({"inputs": int, "bounds": {class: {key: number|None}}}).
+
+    Raises:
+        FleetError: not a mapping, unknown key, class or bound key, or a value of the wrong type.
+    """
+    if block is None:
+        return {"inputs": 0, "bounds": {}}
+    if not isinstance(block, dict):
+        raise FleetError(f"{f}: 'parity' must be a mapping", "e.g. parity: {inputs: 6, bounds: {emulated: {cosine_min: 0.99}}}")
+    unknown = set(block) - PARITY_KEYS
+    if unknown:
+        raise FleetError(f"{f}: unknown key(s) parity.{', parity.'.join(sorted(unknown))}",
+                         f"known parity keys: {', '.join(sorted(PARITY_KEYS))}")
+    n = block.get("inputs", 6)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise FleetError(f"{f}: parity.inputs must be a whole number >= 1, got {n!r}", "e.g. parity: {inputs: 6}")
+    bounds = block.get("bounds") or {}
+    if not isinstance(bounds, dict):
+        raise FleetError(f"{f}: parity.bounds must map board class to bounds", "e.g. bounds: {emulated: {cosine_min: 0.99}}")
+    for cls, lim in bounds.items():
+        if cls not in THRESHOLD_CLASSES:
+            raise FleetError(f"{f}: unknown parity class 'parity.bounds.{cls}'", f"use: {', '.join(sorted(THRESHOLD_CLASSES))}")
+        if lim is not None and not isinstance(lim, dict):
+            raise FleetError(f"{f}: parity.bounds.{cls} must be a mapping", "e.g. {cosine_min: 0.99, wer_delta_max: 0.01}")
+        for k, v in (lim or {}).items():
+            if k not in PARITY_BOUND_KEYS:
+                raise FleetError(f"{f}: unknown parity bound 'parity.bounds.{cls}.{k}'",
+                                 f"known bounds: {', '.join(sorted(PARITY_BOUND_KEYS))}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise FleetError(f"{f}: parity bound '{cls}.{k}' must be a number or null, got {v!r}", "write a number")
+    return {"inputs": n, "bounds": {k: dict(v or {}) for k, v in bounds.items()}}
 
 
 @dataclass
@@ -68,6 +123,11 @@ class Suite:
     request_timeout_s: float = 120.0
     warmup_requests: int = 1
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
+    parity: dict = field(default_factory=lambda: {"inputs": 0, "bounds": {}})
+
+    def parity_bounds_for(self, board: Board) -> dict:
+        """Parity bounds for the board's class (``emulated`` for any emulated board)."""
+        return dict(self.parity.get("bounds", {}).get(board.board_class, {}))
 
     def matches(self, board: Board) -> bool:
         """True when the suite's requirements admit ``board``."""
@@ -151,7 +211,9 @@ def load_suite(suite_dir: str | Path) -> Suite:
             if k not in THRESHOLD_KEYS:
                 raise FleetError(f"{f}: unknown threshold key '{cls}.{k}'", f"known keys: {', '.join(sorted(THRESHOLD_KEYS))}")
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise FleetError(f"{f}: threshold '{cls}.{k}' must be a number or null, got {v!r}", "write a number")
+                raise FleetError(f"{f}: threshold '{cls}.{k}' must be a number or null, got {v!r}",
+                                 f"write a plain number in {THRESHOLD_KEYS[k][2]} (e.g. {k}: "
+                                 f"{'0.05' if THRESHOLD_KEYS[k][2] == 'ratio' else '800'}), or null if not measured yet")
     opts = data.get("options") or {}
     if not isinstance(opts, dict):
         raise FleetError(f"{f}: 'options' must be a mapping", "e.g. options: {precision: int8}")
@@ -168,4 +230,4 @@ def load_suite(suite_dir: str | Path) -> Suite:
     return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
                  dataset=data["dataset"], accelerators=accs, boards=boards, options=opts,
                  thresholds={k: dict(v or {}) for k, v in th.items()}, request_timeout_s=float(timeout),
-                 warmup_requests=warmup, measurement=measurement)
+                 warmup_requests=warmup, measurement=measurement, parity=check_parity(f, data.get("parity")))

@@ -40,6 +40,8 @@ def evaluation(board, agent, suite, collection):
 
 def _record_common(record, r: dict) -> None:
     record.backends.update({s: v.get("backend") for s, v in r["stages"].items() if v.get("backend")})
+    if r.get("encoder", {}).get("emulation"):  # what stood in for the NPU on an emulated board
+        record.backends["emulation"] = r["encoder"]["emulation"]
     record.emulated = bool(r.get("emulated"))
     record.models.update(r.get("models", {}))
 
@@ -145,3 +147,38 @@ def test_embedding_parity(board, agent, suite, thresholds, record):
     if lim is not None:
         assert cos.min() >= lim, (f"embedding parity {cos.min():.5f} < {lim} on {board.name} "
                                   f"({r['encoder']['artifact']})")
+
+
+def test_npu_parity(board, agent, suite, record):
+    """The board's NPU encoder against the CPU fp32 static [1,256] reference on the same texts (the
+    agent's ``parity`` op): per-text cosine and max abs error of the sentence embedding, within
+    suite.yml ``parity.bounds`` for the board's class. On an emulated board the NPU stage is its
+    emulation (static QDQ INT8 model, or the cpu INT8 fallback), and the result is labelled so.
+    Texts: Cranfield/CISI documents and queries on the evaluation side of the calibration split
+    (fleet.models.calibration). recall@10 deltas: `fleet models parity minilm-l6-v2 --target T`."""
+    from fleet.models.parity import eval_texts
+
+    if board.accelerator == "cpu":
+        pytest.skip(f"{board.name} has no NPU: its encoder is the CPU reference itself")
+    texts = eval_texts(suite.parity["inputs"] or 32)
+    r = agent.request("parity", {"pipeline": suite.pipeline, "options": suite.options, "inputs": texts}).result
+    s, cand = r["summary"], r["candidate"]
+    label = f"emulation: {cand['emulation']}" if board.emulated else f"{cand['backend']} NPU"
+    record.metric("parity_cosine_mean", s["cosine_mean"], "ratio", "higher")
+    record.metric("parity_cosine_min", s["cosine_min"], "ratio", "higher")
+    record.metric("parity_max_abs_err", s["max_abs_err"], "", "lower")
+    record.backends.update({"inference": cand["backend"], "inference_reference": "onnx fp32"})
+    if cand.get("emulation"):
+        record.backends["emulation"] = cand["emulation"]
+    record.emulated = bool(board.emulated)
+    record.output({"parity": label, "reference": r["reference"], "candidate": cand, "summary": s,
+                   "per_text": r["per_input"]})
+    bounds = suite.parity_bounds_for(board)
+    fails = []
+    if bounds.get("cosine_min") is not None and s["cosine_min"] < bounds["cosine_min"]:
+        fails.append(f"embedding cosine min {s['cosine_min']:.5f} < {bounds['cosine_min']}")
+    if bounds.get("cosine_mean_min") is not None and s["cosine_mean"] < bounds["cosine_mean_min"]:
+        fails.append(f"embedding cosine mean {s['cosine_mean']:.5f} < {bounds['cosine_mean_min']}")
+    if bounds.get("max_abs_err_max") is not None and s["max_abs_err"] > bounds["max_abs_err_max"]:
+        fails.append(f"embedding max abs err {s['max_abs_err']:.4g} > {bounds['max_abs_err_max']}")
+    assert not fails, f"parity ({label}) on {board.name}, {len(texts)} texts: " + "; ".join(fails)

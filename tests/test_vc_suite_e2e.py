@@ -1,0 +1,66 @@
+"""suites/voice_conversion end to end on one emulated board: real sshd (fleet sim), real Ansible
+deploy of the agent (pyworld from the wheelhouse) and the crepe-tiny artifacts, `fleet test` over
+real SSH on two real speech clips ($FLEET_VC_MAX_CLIPS=2 keeps it cheap), results in the store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fleet.deploy.run import deploy
+from fleet.inventory import load_inventory
+from fleet.paths import artifacts_dir
+from fleet.results.store import Store
+from fleet.runner.cli import run_suite
+from fleet.sim import lifecycle
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "suites" / "voice_conversion"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    arts = artifacts_dir()
+    assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build crepe-tiny`"
+    base = tmp_path_factory.mktemp("vc-e2e")
+    state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
+    try:
+        lifecycle.up(state_dir, inv, mix="rk3588:1", use_netns=os.geteuid() == 0)
+        result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs", models=("crepe-tiny",))
+        assert result.exit_code == 0, result.to_dict()
+        yield {"inventory": inv, "db": base / "results.db"}
+    finally:
+        lifecycle.down(state_dir)
+
+
+def test_voice_conversion_suite_passes_on_an_emulated_board(fleet, monkeypatch):
+    monkeypatch.setenv("FLEET_VC_MAX_CLIPS", "2")
+    run_id, rc = run_suite(str(SUITE), str(fleet["inventory"]), db=str(fleet["db"]), quiet=True)
+    store = Store(fleet["db"])
+    results = store.results(run_id)
+    assert rc == 0, [(r.test, r.outcome, r.message[:300]) for r in results]
+    tests = {r.test for r in results}
+    assert {"test_agent_reports_board", "test_crepe_accuracy", "test_conversion_f0", "test_round_trip_mcd",
+            "test_target_conversion", "test_speed", "test_crepe_parity"} <= tests
+    assert all(r.outcome == "passed" and r.emulated is True for r in results), \
+        [(r.test, r.outcome, r.message[:200]) for r in results]
+    by = {}
+    for r in results:
+        for m in r.metrics:
+            by[m.name] = m
+    assert by["mcd_db"].unit == "dB" and by["mcd_db"].direction == "lower" and 0 < by["mcd_db"].value < 4
+    assert by["crepe_rpa"].unit == "ratio" and by["crepe_rpa"].direction == "higher"
+    assert by["f0_rmse_cents"].unit == "cents" and by["rtf"].value > 0
+    assert by["crepe_parity_50c"].value > 0.9
+    speed = next(r for r in results if r.test == "test_speed")
+    assert speed.backends["pitch"] == "onnx" and speed.backends["analysis"] == "pyworld"
+    # the converted audio kept for listening sits on the board, inside its fleet_root
+    board = load_inventory(fleet["inventory"])[0]
+    conv = next(r for r in results if r.test == "test_conversion_f0")
+    kept = [o["output"]["path"] for o in conv.outputs if o.get("output")]
+    assert kept and all((Path(board.fleet_root) / p).is_file() for p in kept)
