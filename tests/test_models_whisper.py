@@ -217,9 +217,13 @@ def test_unknown_model_lists_known(tmp_path):
 @pytest.mark.parametrize("target, needs", [
     ("hailo8l", "hailo_sdk_client"), ("hailo8", "Hailo Developer Zone"),
     ("rk3588", "rknn-toolkit2")])
-def test_npu_targets_need_toolchain(tmp_path, target, needs):
+def test_npu_targets_need_toolchain(tmp_path, monkeypatch, target, needs):
+    # A lab that must produce a HEF/RKNN asks for it: a missing toolchain is then an error naming
+    # what to install, before anything is built (without it the build records compiled: false).
+    monkeypatch.setenv("FLEET_RKNN_VENV", str(tmp_path / "no-rknn-venv"))
     with pytest.raises(FleetError, match=needs):
-        build("whisper-tiny.en", target, tmp_path)
+        build("whisper-tiny.en", target, tmp_path, require_compiler=True)
+    assert not (tmp_path / target).exists() and not (tmp_path / "manifest.json").exists()
     with pytest.raises(FleetError, match="unknown target"):
         build("whisper-tiny.en", "tpu", tmp_path)
 
