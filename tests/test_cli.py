@@ -38,6 +38,7 @@ def test_no_board_matches_the_suite(capsys, tmp_path):
     (suite / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: m\ndataset: d\nrequires: {accelerators: [hailo8l]}\n")
     assert main(["test", str(suite), "--inventory", str(inv), "--db", str(tmp_path / "r.db")]) == 2
     assert "no board in" in capsys.readouterr().err
+    assert not (tmp_path / "r.db").exists()  # refused before the store is opened: nothing written
 
 
 def test_results_on_an_empty_store(capsys, tmp_path):

@@ -97,6 +97,11 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     suite = load_suite(suite_dir)
     # a bad inventory fails before the results store is opened: nothing written, not even an empty store
     matching = None if resume else [b for b in load_inventory(inventory, limit) if suite.matches(b)]
+    if matching is not None and not matching:
+        # refused before the store is opened: no empty store, no run row for a run that never was
+        raise FleetError(f"no board in {inventory} matches suite {suite.name} "
+                         f"(requires accelerators {sorted(suite.accelerators)}, boards {sorted(suite.boards)})",
+                         "add such a board to the inventory or widen requires: in suite.yml")
     store = open_store(db)
     done: list[list[str]] = []
     if resume:
@@ -128,11 +133,6 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
         store.reopen_run(run_id, argv)
     else:
         boards = matching
-        if not boards:
-            store.close()
-            raise FleetError(f"no board in {inventory} matches suite {suite.name} "
-                             f"(requires accelerators {sorted(suite.accelerators)}, boards {sorted(suite.boards)})",
-                             "add such a board to the inventory or widen requires: in suite.yml")
         # a fresh id the store has not seen (several controllers may share a PostgreSQL store)
         run_id = store.new_run(suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
                                "--ignore-fingerprint" not in sys.argv else []))
