@@ -37,10 +37,18 @@ def find_emulation(arts: list[mf.Artifact], accelerator: str, roles: tuple[str, 
     return None
 
 
-def label(accelerator: str, art: mf.Artifact | None, precision: str) -> str:
-    """The ``emulation`` text for an emulated board's NPU stage: the QDQ model's, or the fallback."""
+def label(accelerator: str, art: mf.Artifact | None, precision: str,
+          fallback_quantization: str | None = None) -> str:
+    """The ``emulation`` text for an emulated board's NPU stage: the QDQ model's, or the fallback.
+
+    Args:
+        fallback_quantization: the cpu INT8 model's manifest ``quantization`` when it is not
+            dynamic (crepe-tiny's cpu INT8 is static QDQ): named instead of ``int8-dynamic``.
+    """
     if art is not None:
         return f"onnxruntime static QDQ INT8 ({accelerator})"
     if precision == "fp32":
         return "cpu fp32 (precision=fp32)"
+    if fallback_quantization:
+        return f"cpu {fallback_quantization} fallback"
     return FALLBACK

@@ -5,6 +5,8 @@ real SSH on two real speech clips ($FLEET_VC_MAX_CLIPS=2 keeps it cheap), result
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 from pathlib import Path
 
@@ -64,3 +66,21 @@ def test_voice_conversion_suite_passes_on_an_emulated_board(fleet, monkeypatch):
     conv = next(r for r in results if r.test == "test_conversion_f0")
     kept = [o["output"]["path"] for o in conv.outputs if o.get("output")]
     assert kept and all((Path(board.fleet_root) / p).is_file() for p in kept)
+    # ...and a copy on the controller beside the run's JUnit XML, byte-identical (sha256 checked)
+    copies = [o["output"] for o in conv.outputs if o.get("output")]
+    for o in copies:
+        local = Path(o["local_path"])
+        assert local.parent.name == board.name and local.parent.parent.name == "outputs", local
+        assert local.parent.parent.parent.name == run_id, local
+        assert hashlib.sha256(local.read_bytes()).hexdigest() == o["sha256"]
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "/etc/passwd", "outputs/../../x"])
+def test_fetch_refuses_paths_outside_fleet_root(bad, tmp_path):
+    from fleet.inventory import Board
+    from fleet.remote.session import AgentSession
+
+    s = AgentSession(Board("b", "rk3588", "rk3588", True, "/opt/fleet", "127.0.0.1", 1, "root"))
+    with pytest.raises(ValueError, match="inside the board's fleet_root"):
+        s.fetch(bad, tmp_path / "x.wav")
+    assert not list(tmp_path.iterdir())

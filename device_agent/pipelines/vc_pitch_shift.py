@@ -3,8 +3,9 @@
 An AutoVoice-like chain, per clip:
   1. load: any audio file -> mono f32 16 kHz (soundfile + soxr);
   2. pitch: CREPE tiny (``crepe_tiny.onnx``, static batch of N frames of 1024 samples) on the
-     board's NPU backend when a .hef/.rknn ``pitch`` artifact is deployed, else onnxruntime
-     (emulated NPU boards run the ONNX model and say so). Frames quieter than ``silence_db``
+     board's NPU backend when a .hef/.rknn ``pitch_npu`` (or ``pitch``) artifact is deployed, else
+     onnxruntime (emulated NPU boards run their target's static QDQ INT8 ``pitch_npu`` when deployed,
+     else the cpu model, and say which in ``emulation``). Frames quieter than ``silence_db``
      are not sent to the network (they are unvoiced anyway);
   3. pitch_decode: CREPE local weighted average (default) or Viterbi over the 360 bins, voicing
      from periodicity (the salience at the decoded bin) >= ``voicing_threshold``;
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import emulation
 from .. import manifest as mf
 from ..audio import load_audio
 from ..backends import NPU_BACKEND
@@ -49,6 +51,9 @@ from ..vc import crepe, metrics, profile, world
 from .base import Option, Pipeline
 
 NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
+# Roles of the pitch network on an NPU, in order of preference: the NPU build's graph
+# (``fleet models build crepe-tiny --target T``: role ``pitch_npu``) or the plain ``pitch``.
+PITCH_NPU_ROLES = ("pitch_npu", "pitch")
 SR = crepe.SAMPLE_RATE
 CLIP_LEVEL = 0.999          # |x| at or above this is full scale
 CLIP_WARN_RATIO = 0.001     # warn when >= 0.1 % of samples sit at full scale
@@ -138,6 +143,7 @@ class VcPitchShift(Pipeline):
         super().__init__(config)
         self.model: LoadedModel | None = None
         self.batch = 0
+        self.emulation: str | None = None  # what stands in for the NPU (device_agent.emulation)
         self._ref_cache: dict = {}
         self._profiles: dict = {}
 
@@ -146,28 +152,49 @@ class VcPitchShift(Pipeline):
                 backends: dict[str, Backend]) -> tuple[str, mf.Artifact, str]:
         cfg = self.config
         npu = NPU_BACKEND.get(cfg.accelerator)
+        self.emulation = None
+
+        def npu_art(backend):  # the NPU build's pitch_npu, or a plain pitch HEF/RKNN
+            for role in PITCH_NPU_ROLES:
+                a = mf.find(arts, role=role, format=NPU_FORMAT[backend])
+                if a is not None:
+                    return a
+            return None
+
         if want in ("hailo", "rknn"):
-            a = mf.find(arts, role="pitch", format=NPU_FORMAT[want])
+            a = npu_art(want)
             if a is None:
                 raise ModelError(f"pitch_backend={want} but no .{NPU_FORMAT[want]} pitch artifact is deployed",
                                  f"deploy the {want} artifacts, or use pitch_backend=auto")
             return want, a, f"pitch_backend={want} requested"
         if want == "auto" and npu and not cfg.emulated:
-            a = mf.find(arts, role="pitch", format=NPU_FORMAT[npu])
+            a = npu_art(npu)
             if a is not None:
                 ok, why = backends[npu].available()
                 if not ok:
                     raise ModelError(f"the board's {npu} backend is not available: {why}",
                                      "install the NPU runtime, or pass pitch_backend=onnx")
                 return npu, a, f"{cfg.accelerator} NPU with a .{NPU_FORMAT[npu]} CREPE"
+        if want == "auto" and npu and cfg.emulated and precision == "int8":
+            # the static QDQ INT8 CREPE built for this NPU: its numerics, run by onnxruntime
+            qdq = emulation.find_emulation(arts, cfg.accelerator, PITCH_NPU_ROLES)
+            if qdq is not None:
+                self.emulation = emulation.label(cfg.accelerator, qdq, precision)
+                return "onnx", qdq, (f"emulated board: the {cfg.accelerator} build's static QDQ INT8 "
+                                     f"CREPE ({qdq.get('quantization')}) on onnxruntime")
         a = mf.find(arts, role="pitch", format="onnx", variant=precision)
+        if cfg.emulated and npu and a is not None:
+            # the cpu INT8 CREPE is static QDQ too (calibrated on speech), but not this target's build
+            self.emulation = emulation.label(cfg.accelerator, None, precision,
+                                             a.get("quantization") if precision == "int8" else None)
         if a is None:
             raise ModelError(f"no {precision} ONNX pitch artifact in the model folder (have: "
                              f"{sorted(str(x.get('role')) + '/' + str(x.get('variant')) for x in arts)})",
                              "build and deploy it: fleet models build crepe-tiny; fleet deploy")
         reason = ("pitch_backend=onnx requested" if want == "onnx" else
-                  f"emulated board: onnx stands in for the {cfg.accelerator} NPU ({precision} CREPE)"
-                  if cfg.emulated and npu else
+                  f"emulated board: no static QDQ INT8 CREPE for {cfg.accelerator} deployed (fleet models "
+                  f"build crepe-tiny --target {cfg.accelerator}; fleet deploy), the cpu {precision} CREPE "
+                  f"stands in for the NPU" if cfg.emulated and npu else
                   f"no .{NPU_FORMAT[npu]} CREPE deployed for the {cfg.accelerator} NPU" if npu else
                   "board has no NPU")
         return "onnx", a, reason
@@ -202,6 +229,7 @@ class VcPitchShift(Pipeline):
             "precision": options["precision"],
             "pitch": {"backend": backend, "artifact": art.file, "reason": reason, "batch": self.batch,
                       "emulated": bool(self.config.emulated and self.config.npu and backend == "onnx"),
+                      "emulation": self.emulation, "quantization": art.get("quantization"),
                       "sha256": sha},
             "slots": slots, "models": {art.file: sha},
         }
@@ -406,7 +434,8 @@ class VcPitchShift(Pipeline):
         stages = {
             "load": {"ms": round(ms["load"], 2), "rtf": rtf(ms["load"]), "backend": "soundfile+soxr"},
             "pitch": {"ms": round(ms["pitch"], 2), "rtf": rtf(ms["pitch"]), "backend": pi["backend"],
-                      "emulated": pi["emulated"], "artifact": pi["artifact"], "reason": pi["reason"],
+                      "emulated": pi["emulated"], "emulation": pi["emulation"], "artifact": pi["artifact"],
+                      "reason": pi["reason"],
                       "frames": p["frames"], "inferred_frames": p["inferred"], "batch": self.batch,
                       "batches": p["batches"], "hop_ms": options["crepe_hop_ms"]},
             "pitch_decode": {"ms": round(ms["pitch_decode"], 2), "rtf": rtf(ms["pitch_decode"]),

@@ -19,6 +19,8 @@ Sources (``suites/datasets``):
   eot to T).
 - MiniLM (``input_ids``/``attention_mask`` [1,256]): Cranfield and CISI documents (title +
   abstract) and queries, tokenized like the board (truncation at 256, right-padded with 0).
+- CREPE (``frames`` [64,1024]): loud frames of the calibration speech clips, framed and
+  normalised by the board's own ``device_agent.vc.crepe.frame_audio`` (``crepe_arrays``).
 
 Split (calibration and evaluation disjoint): an item is *calibration* when the first 8 hex
 digits of sha256("<dataset>:<kind>:<id>") taken mod ``SPLIT_MOD`` are 0 (about 1 in 4),
@@ -320,6 +322,51 @@ def minilm_arrays(graph: Path, inputs: list[dict], n: int, root: Path | None = N
         f"{len(docs)} documents + {len(queries)} queries of cranfield/cisi")
 
 
+def crepe_arrays(graph: Path, inputs: list[dict], n: int, root: Path | None = None
+                 ) -> tuple[dict[str, np.ndarray], list[dict], str]:
+    """Calibration arrays for a CREPE graph (``frames`` f32 [B, 1024]): up to ``n`` samples of
+    [B, 1024] frames (N x B x 1024), framed and normalised as the board does
+    (``device_agent.vc.crepe.frame_audio``, 10 ms hop: the VC pipeline's default crepe_hop_ms)
+    and keeping only the frames the board infers (RMS >= ``DEFAULT_SILENCE_DB``, -60 dBFS; the
+    rest never reach the NPU). Frames of all calibration-side clips are pooled in manifest order
+    and N*B of them taken evenly spaced, so every clip contributes; fewer samples when the
+    calibration side has fewer than N*B loud frames.
+
+    Raises:
+        FleetError: the graph has not exactly one float input [B, 1024] with a static B, or no
+            speech clip is on the calibration side.
+    """
+    from device_agent.audio import load_audio
+    from device_agent.vc import crepe
+
+    shape = inputs[0]["shape"] if len(inputs) == 1 else None
+    if not (shape and len(shape) == 2 and isinstance(shape[0], int) and shape[0] > 0
+            and shape[1] == crepe.WINDOW and inputs[0]["dtype"].startswith("float")):
+        raise FleetError(f"{graph}: inputs {[(i['name'], i['shape'], i['dtype']) for i in inputs]} are not "
+                         f"one static CREPE frame batch [B, {crepe.WINDOW}] float32",
+                         "export the CREPE graph with a static frame batch (fleet models build crepe-tiny)")
+    batch = shape[0]
+    clips = speech_items(root, "calibration")
+    if not clips:
+        raise FleetError("no speech clip falls on the calibration side of the split",
+                         "add clips to suites/datasets/speech")
+    pooled, items = [], []
+    for c in clips:
+        frames, rms_db = crepe.frame_audio(load_audio(c["path"]), crepe.SAMPLE_RATE // 100)
+        loud = frames[rms_db >= crepe.DEFAULT_SILENCE_DB]
+        pooled.append(loud)
+        items.append({"clip": c["id"], "loud_frames": int(len(loud))})
+    allf = np.concatenate(pooled).astype(np.float32)
+    k = min(n, len(allf) // batch)
+    if k < 1:
+        raise FleetError(f"only {len(allf)} loud frames on the calibration side, fewer than one batch of {batch}",
+                         "add clips to suites/datasets/speech")
+    idx = np.linspace(0, len(allf) - 1, k * batch).round().astype(np.int64)
+    arr = allf[idx].reshape(k, batch, crepe.WINDOW)
+    return ({inputs[0]["name"]: arr}, items,
+            f"{k * batch} loud CREPE frames (10 ms hop, evenly spaced) of {len(clips)} speech clips")
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` as an .npz whose bytes depend only on the arrays (names sorted, fixed
     zip timestamps, no compression), atomically (temp file + rename)."""
@@ -340,7 +387,7 @@ def build_calibration_set(model: str, graph: Path, out_dir: Path, n: int = 64) -
     """Draw a calibration set for ``graph`` from the suite data and save it in ``out_dir``.
 
     Args:
-        model: ``whisper-tiny.en`` or ``minilm-l6-v2``.
+        model: ``whisper-tiny.en``, ``minilm-l6-v2`` or ``crepe-tiny``.
         graph: the fp32 ONNX graph to be quantized; its inputs decide the arrays' names, shapes,
             dtypes and layout (NCHW [1,80,1000] vs NHWC [1,1,1000,80] mels).
         out_dir: where ``calib_<graph stem>.npz`` and its ``.json`` sidecar are written.
@@ -362,9 +409,12 @@ def build_calibration_set(model: str, graph: Path, out_dir: Path, n: int = 64) -
     elif model.startswith("minilm"):
         arrays, items, what = minilm_arrays(Path(graph), inputs, n)
         rule = "cranfield/cisi docs and queries"
+    elif model.startswith("crepe"):
+        arrays, items, what = crepe_arrays(Path(graph), inputs, n)
+        rule = "speech clips"
     else:
         raise FleetError(f"no calibration data recipe for model {model!r}",
-                         "use whisper-tiny.en or minilm-l6-v2")
+                         "use whisper-tiny.en, minilm-l6-v2 or crepe-tiny")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"calib_{Path(graph).stem}.npz"

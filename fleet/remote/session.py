@@ -213,6 +213,41 @@ class AgentSession:
         self.lost_reason = reason
         return BoardLost(reason)
 
+    def fetch(self, rel_path: str, dest: Path, sha256: str | None = None) -> Path:
+        """Copy a file the agent wrote (``rel_path``, relative to the board's fleet_root) to
+        ``dest`` on the controller over SFTP on the session's SSH connection.
+
+        Written to ``dest.part`` and renamed, so ``dest`` is whole or absent; with ``sha256`` (hex,
+        as the agent reported it) the copy is checked before the rename.
+
+        Raises:
+            ValueError: ``rel_path`` is absolute or leaves fleet_root (``..``).
+            BoardLost: no open session, or the transfer failed.
+            InfrastructureError: the copy's sha256 differs from ``sha256``.
+        """
+        import hashlib
+        from pathlib import PurePosixPath
+
+        rel = PurePosixPath(rel_path)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"{rel_path!r}: only paths inside the board's fleet_root can be fetched")
+        if self._conn is None:
+            raise BoardLost(f"board {self.board.name}: no open session to fetch {rel_path}")
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        try:
+            self._conn.get(str(PurePosixPath(self.board.fleet_root) / rel), local=str(part))
+        except (OSError, EOFError) as e:
+            part.unlink(missing_ok=True)
+            raise BoardLost(f"board {self.board.name}: fetching {rel_path} failed: {e}") from None
+        if sha256 and hashlib.sha256(part.read_bytes()).hexdigest() != sha256:
+            part.unlink(missing_ok=True)
+            raise InfrastructureError(f"board {self.board.name}: {rel_path} arrived with another sha256 "
+                                      f"than the agent reported")
+        part.replace(dest)
+        return dest
+
     def info(self) -> dict:
         """The agent's ``info`` (board, backends, models with sha256; docs/contracts.md §4)."""
         return self.request("info").result

@@ -11,13 +11,15 @@ Harvest; the tests check, against suite.yml's limits for the board's class:
   - target: the output's mean F0 lands near the target voice's;
   - speed: total RTF and per-stage RTF;
   - parity: the board's CREPE F0 vs torchcrepe PyTorch on the controller (same clips).
-A few converted files per run stay on the board (``outputs/vc/``) for listening; their paths and
-sha256 are in the test outputs.
+A few converted files per run are kept for listening: on the board (``outputs/vc/``) and copied
+to the controller beside the run's JUnit XML (``runs/<run>/outputs/<board>/``), sha256-checked;
+their paths and sha256 are in the test outputs.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,7 +46,7 @@ def _target_for(item: dict) -> str:
 
 
 @pytest.fixture
-def conversions(board, agent, suite) -> list[tuple[dict, str, dict]]:
+def conversions(request, board, agent, suite) -> list[tuple[dict, str, dict]]:
     """[(clip, conversion label, result)] for every clip and conversion on ``board``."""
     if board.name not in _runs:
         agent.request("load", {"pipeline": suite.pipeline, "options": suite.options})
@@ -60,8 +62,24 @@ def conversions(board, agent, suite) -> list[tuple[dict, str, dict]]:
                 r = agent.run(suite.pipeline, path, {**suite.options, "target_ref": f"data/{suite.dataset}/{tgt}",
                                                      "write_output": keep})
                 out.append((item, "target", r))
+            if keep:
+                _fetch_outputs(agent, board, [r for it, _, r in out if it is item],
+                               request.config.getoption("--fleet-run", default=None) or "adhoc")
         _runs[board.name] = out
     return _runs[board.name]
+
+
+def _fetch_outputs(agent, board, results: list[dict], run_id: str) -> None:
+    """Copy the kept converted WAVs to the controller, beside the run's JUnit XML
+    (runs/<run>/outputs/<board>/), checked against the sha256 the agent reported; each result's
+    ``output`` gets ``local_path``. Without a run id (plain pytest) they go to runs/adhoc/."""
+    from fleet.paths import runs_dir
+
+    for r in results:
+        out = r.get("output") or {}
+        if out.get("path"):
+            dest = runs_dir() / run_id / "outputs" / board.name / Path(out["path"]).name
+            out["local_path"] = str(agent.fetch(out["path"], dest, sha256=out.get("sha256")))
 
 
 def _common(record, r: dict) -> None:
