@@ -45,6 +45,8 @@ models: setup
 models-npu: models
 	$(BIN)/fleet models build whisper-tiny.en --target hailo8l
 	$(BIN)/fleet models build whisper-tiny.en --target rk3588
+	$(BIN)/fleet models build crepe-tiny --target hailo8l
+	$(BIN)/fleet models build crepe-tiny --target rk3588
 
 demo: models-npu
 	$(BIN)/fleet sim up --boards 3 --mix pi5-hailo8l:2,rk3588:1 --replace

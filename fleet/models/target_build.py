@@ -168,7 +168,7 @@ def build_target(model: str, target: str, out: Path, force: bool = False, report
     """Build (or find up to date) the NPU artifacts of ``model`` for ``target`` under ``out``.
 
     Args:
-        model: a model with NPU graphs (``whisper-tiny.en``, ``minilm-l6-v2``).
+        model: a model with NPU graphs (``whisper-tiny.en``, ``minilm-l6-v2``, ``crepe-tiny``).
         target: ``hailo8l``, ``hailo8`` or ``rk3588``.
         out: artifacts root (files in ``out/<target>/<model>/``, entries in manifest.json).
         force: rebuild even if up to date.
