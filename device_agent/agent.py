@@ -20,8 +20,19 @@ from .backends.base import Backend
 from .config import BoardConfig
 from .manifest import check_npu_targets, list_models
 from .pipelines import PIPELINES, Pipeline, pipeline_class
-from .protocol import (MAX_MESSAGE_BYTES, AgentError, BadInput, Internal, NotLoaded, Oversized,
-                       Reply, Request, decode_request, encode_reply, request_id)
+from .protocol import (
+    MAX_MESSAGE_BYTES,
+    AgentError,
+    BadInput,
+    Internal,
+    NotLoaded,
+    Oversized,
+    Reply,
+    Request,
+    decode_request,
+    encode_reply,
+    request_id,
+)
 from .stack import collect_stack
 from .telemetry import DEFAULT_RATE_HZ, Sampler, discover
 

@@ -14,7 +14,6 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-
 from fleet.cli import main as fleet_main
 from fleet.leases import LeaseStore, RunLeases
 from fleet.results.store import Store

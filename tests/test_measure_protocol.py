@@ -10,8 +10,13 @@ import pytest
 from device_agent.telemetry import Channel, summarize
 from fleet.cli import main as fleet_main
 from fleet.errors import FleetError
-from fleet.measure.protocol import (MeasurementConfig, Protocol, decide_validity, latency_stats,
-                                    wait_for_cooldown)
+from fleet.measure.protocol import (
+    MeasurementConfig,
+    Protocol,
+    decide_validity,
+    latency_stats,
+    wait_for_cooldown,
+)
 from fleet.results.store import Metric, Result, Store, new_run_id
 from fleet.runner.suite import load_suite
 

@@ -15,9 +15,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fleet.errors import FleetError  # noqa: E402
-from fleet.models import ct2, manifest as mf  # noqa: E402
+from fleet.models import ct2  # noqa: E402
+from fleet.models import manifest as mf
 from fleet.models.build import Report, build  # noqa: E402
-
 
 # ---------------------------------------------------------------- CT2 model.bin
 

@@ -19,7 +19,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fleet.models import manifest as mf  # noqa: E402
-from fleet.models.build import KNOWN_MODELS, Report, build, exporter_info, source_info, up_to_date  # noqa: E402
+from fleet.models.build import (  # noqa: E402
+    KNOWN_MODELS,
+    Report,
+    build,
+    exporter_info,
+    source_info,
+    up_to_date,
+)
 from fleet.models.minilm_build import MODEL, expected_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

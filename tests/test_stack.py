@@ -10,9 +10,15 @@ import pytest
 
 from device_agent.config import BoardConfig
 from device_agent.stack import StackRoots, collect_stack
-from device_agent.stack.parse import (first_version, parse_identify, parse_librknnrt_version,
-                                      parse_link_speed, parse_os_release, parse_rknpu_driver_version,
-                                      version_tuple)
+from device_agent.stack.parse import (
+    first_version,
+    parse_identify,
+    parse_librknnrt_version,
+    parse_link_speed,
+    parse_os_release,
+    parse_rknpu_driver_version,
+    version_tuple,
+)
 
 FIX = Path(__file__).parent / "fixtures" / "stack"
 

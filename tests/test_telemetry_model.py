@@ -5,7 +5,12 @@ import math
 import pytest
 
 from device_agent.telemetry import decode_throttle
-from device_agent.telemetry.emulated import THERMAL, EmulatedSensor, ThermalConstants, ThermalModel
+from device_agent.telemetry.emulated import (
+    THERMAL,
+    EmulatedSensor,
+    ThermalConstants,
+    ThermalModel,
+)
 
 C = ThermalConstants(t_amb_c=25.0, p_idle_w=2.0, p_max_w=10.0, r_theta_k_per_w=5.0, tau_s=40.0,
                      throttle_c=70.0, source="test")

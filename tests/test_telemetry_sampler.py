@@ -10,7 +10,15 @@ import pytest
 from device_agent.agent import Agent
 from device_agent.config import BoardConfig
 from device_agent.protocol import Request, encode_reply
-from device_agent.telemetry import Channel, RecordedCommands, Roots, Sampler, Sensor, merge, summarize
+from device_agent.telemetry import (
+    Channel,
+    RecordedCommands,
+    Roots,
+    Sampler,
+    Sensor,
+    merge,
+    summarize,
+)
 from device_agent.telemetry.pi5 import Pi5Sensor
 from device_agent.telemetry.summary import integrate_energy_j
 

@@ -7,11 +7,26 @@ from types import SimpleNamespace
 import pytest
 
 from device_agent.config import BoardConfig
-from device_agent.telemetry import (SENSORS, HailoSensor, LinuxSensor, Pi5Sensor, RecordedCommands, Rk3588Sensor,
-                                    Roots, decode_throttle, discover)
+from device_agent.telemetry import (
+    SENSORS,
+    HailoSensor,
+    LinuxSensor,
+    Pi5Sensor,
+    RecordedCommands,
+    Rk3588Sensor,
+    Roots,
+    decode_throttle,
+    discover,
+)
 from device_agent.telemetry.linux import parse_proc_stat, utilisation
-from device_agent.telemetry.pi5 import (PMIC_NOTE, parse_get_throttled, parse_measure_clock, parse_measure_temp,
-                                        parse_pmic_read_adc, pmic_power_w)
+from device_agent.telemetry.pi5 import (
+    PMIC_NOTE,
+    parse_get_throttled,
+    parse_measure_clock,
+    parse_measure_temp,
+    parse_pmic_read_adc,
+    pmic_power_w,
+)
 from device_agent.telemetry.rk3588 import canonical_zone, parse_npu_load
 
 FIX = Path(__file__).parent / "fixtures" / "telemetry"

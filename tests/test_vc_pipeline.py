@@ -32,6 +32,18 @@ FEMALE = "data/speech/LJ002-0020.wav"         # 1.5 s, LJ Speech (female, mean F
 MALE = "data/speech/1272-141231-0009.wav"     # 8.6 s, LibriSpeech speaker 1272 (male, ~125 Hz)
 
 
+def cpu_only_artifacts(folder: Path) -> Path:
+    """``folder`` made an artifacts root holding only ARTIFACTS' cpu build (manifest filtered, cpu/
+    symlinked), whether or not `make demo` added target builds (artifacts/rk3588/…): the numbers
+    here are the cpu INT8 CREPE's; the target's pitch_npu model is tests/test_crepe_npu.py's."""
+    manifest = json.loads((ARTIFACTS / "manifest.json").read_text()) if (ARTIFACTS / "manifest.json").exists() else {}
+    manifest["artifacts"] = [e for e in manifest.get("artifacts", []) if e.get("target") == "cpu"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    if (ARTIFACTS / "cpu").is_dir():
+        (folder / "cpu").symlink_to((ARTIFACTS / "cpu").resolve())
+    return folder
+
+
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     """An emulated RK3588 board: the INT8 CREPE on onnx, as deployed."""
@@ -40,7 +52,7 @@ def board(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vcboard")
     try:
-        lay_out_board(root, ARTIFACTS, board="rk3588", accelerator="rk3588", emulated=True,
+        lay_out_board(root, cpu_only_artifacts(tmp_path_factory.mktemp("cpu-artifacts")), board="rk3588", accelerator="rk3588", emulated=True,
                       models=("crepe-tiny",), data={"speech": SPEECH})
     except FleetError as e:
         pytest.fail(f"{e} (run `fleet models build crepe-tiny` or set FLEET_ARTIFACTS)")
@@ -68,12 +80,8 @@ def test_result_reports_stages_backends_and_rtf(shifted, board):
     r = shifted[3.0]
     st = r["stages"]
     assert st["pitch"]["backend"] == "onnx" and st["pitch"]["emulated"] is True
-    # the target build's pitch_npu.int8.onnx when artifacts/rk3588/crepe-tiny exists (`make demo`
-    # builds it), else the cpu INT8 CREPE; either way the result names which emulation ran
-    assert st["pitch"]["batch"] == 64
-    assert (st["pitch"]["artifact"], st["pitch"]["emulation"]) in {
-        ("pitch_npu.int8.onnx", "onnxruntime static QDQ INT8 (rk3588)"),
-        ("crepe_tiny.int8.onnx", "cpu int8-static-qdq-per-channel fallback")}
+    assert st["pitch"]["artifact"] == "crepe_tiny.int8.onnx" and st["pitch"]["batch"] == 64
+    assert st["pitch"]["emulation"] == "cpu int8-static-qdq-per-channel fallback"
     assert "emulated board" in st["pitch"]["reason"]
     assert st["analysis"]["backend"] == "pyworld" and st["synthesis"]["backend"] == "pyworld"
     for slot in ("vocoder", "separation"):
@@ -81,7 +89,7 @@ def test_result_reports_stages_backends_and_rtf(shifted, board):
     for s in ("load", "pitch", "pitch_decode", "analysis", "conversion", "synthesis", "write"):
         assert st[s]["ms"] >= 0 and st[s]["rtf"] == pytest.approx(st[s]["ms"] / 1e3 / r["audio_s"], rel=1e-2, abs=1e-4)
     assert r["rtf"] == pytest.approx(r["total_ms"] / 1e3 / r["audio_s"], rel=1e-3)
-    assert r["emulated"] is True and len(r["models"][st["pitch"]["artifact"]]) == 64
+    assert r["emulated"] is True and len(r["models"]["crepe_tiny.int8.onnx"]) == 64
     # the output is a real 16 kHz WAV inside fleet_root, as long as the input
     out = board / r["output"]["path"]
     assert out.is_file() and str(out).startswith(str(board / "outputs" / "vc"))
@@ -226,7 +234,9 @@ def test_real_npu_board_runs_crepe_on_its_npu_backend(tmp_path):
     from device_agent.backends.onnx import OnnxBackend
     from fleet.deploy.local import lay_out_board
 
-    root = lay_out_board(tmp_path / "rk", ARTIFACTS, board="rk3588", accelerator="rk3588", emulated=False,
+    (tmp_path / "art").mkdir()
+    root = lay_out_board(tmp_path / "rk", cpu_only_artifacts(tmp_path / "art"), board="rk3588",
+                         accelerator="rk3588", emulated=False,
                          models=("crepe-tiny",), data={"speech": SPEECH})
     mdir = root / "models" / "crepe-tiny"
     man = json.loads((mdir / "manifest.json").read_text())

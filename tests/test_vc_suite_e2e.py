@@ -6,7 +6,6 @@ real SSH on two real speech clips ($FLEET_VC_MAX_CLIPS=2 keeps it cheap), result
 from __future__ import annotations
 
 import hashlib
-
 import os
 from pathlib import Path
 

@@ -68,12 +68,12 @@ from ..backends import NPU_BACKEND
 from ..backends.base import Backend, LoadedModel
 from ..mel import HOP_LENGTH, N_FFT, N_FRAMES, SAMPLE_RATE, log_mel
 from ..protocol import BadInput, ModelError
+from . import npu_stage
 from .base import Option, Pipeline
 
 WINDOW_S = N_FRAMES * HOP_LENGTH / SAMPLE_RATE   # 10.0 s: the static encoder's input length
 ENCODER_FRAMES = N_FRAMES // 2                   # 500: conv2 has stride 2 (Whisper encoder)
 TEXT_CTX = 448                                   # Whisper n_text_ctx: decoder positions
-NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
 # The CTranslate2 decoder folder: manifest role -> file (fleet/models/whisper_build.py CT2_ROLES).
 # Deploy keeps the ct2/ sub-folder of the artifacts; a flat model folder works too.
 CT2_ROLES = {"decoder_ct2": "model.bin", "decoder_ct2_config": "config.json",
@@ -266,34 +266,11 @@ class WhisperHybrid(Pipeline):
         onnx_art = mf.find(arts, role="encoder", format="onnx", variant=precision)
         self.emulation = None
 
-        def npu_art(backend):  # the NPU build's encoder_npu (fleet models build --target), or encoder
-            for role in ENCODER_NPU_ROLES:
-                a = mf.find(arts, role=role, format=NPU_FORMAT[backend])
-                if a is not None:
-                    return a
-            return None
-
-        if want in ("hailo", "rknn"):
-            art = npu_art(want)
-            if art is None:
-                raise ModelError(f"encoder_backend={want} but no .{NPU_FORMAT[want]} encoder is in the "
-                                 "model folder", f"deploy the {want} artifacts, or use encoder_backend=auto")
-            return want, art, f"encoder_backend={want} requested"
-        if want == "auto" and npu and not cfg.emulated:
-            art = npu_art(npu)
-            if art is not None:
-                ok, why = backends[npu].available()
-                if not ok:
-                    raise ModelError(f"the board's {npu} backend is not available: {why}",
-                                     "install the NPU runtime, or pass encoder_backend=onnx")
-                return npu, art, f"{cfg.accelerator} NPU with a .{NPU_FORMAT[npu]} encoder"
-        if want == "auto" and npu and cfg.emulated and precision == "int8":
-            # the static QDQ INT8 model built for this NPU: its numerics, run by onnxruntime
-            qdq = emulation.find_emulation(arts, cfg.accelerator, ENCODER_NPU_ROLES)
-            if qdq is not None:
-                self.emulation = emulation.label(cfg.accelerator, qdq, precision)
-                return "onnx", qdq, (f"emulated board: the {cfg.accelerator} build's static QDQ INT8 "
-                                     f"encoder ({qdq.get('quantization')}) on onnxruntime")
+        choice = npu_stage.choose_npu_stage(arts, cfg, backends, want=want, precision=precision,
+                                            roles=ENCODER_NPU_ROLES, stage="encoder", option="encoder_backend")
+        if choice is not None:
+            self.emulation = choice.emulation
+            return choice.backend, choice.artifact, choice.reason
         if onnx_art is None:
             have = sorted({str(a.get("variant")) for a in arts if a.get("role") == "encoder"})
             raise ModelError(f"no {precision} ONNX encoder in the model folder (encoders: {have or 'none'})",
@@ -305,7 +282,7 @@ class WhisperHybrid(Pipeline):
                       f"(fleet models build {self.default_model} --target {cfg.accelerator}; fleet deploy), "
                       f"the cpu {precision} encoder stands in for the NPU")
         elif npu:
-            reason = f"no .{NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU"
+            reason = f"no .{npu_stage.NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU"
         else:
             reason = "board has no NPU"
         if cfg.emulated and npu:

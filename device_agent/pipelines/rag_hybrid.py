@@ -36,10 +36,17 @@ from ..protocol import BadInput, ModelError
 from ..rag import fusion, ir_metrics
 from ..rag.collection import Collection, load_collection
 from ..rag.embedder import MAX_TOKENS, Embedder, load_tokenizer
-from ..rag.index import BM25_B, BM25_K1, BM25Index, VectorIndex, cache_key, cached_embeddings
+from ..rag.index import (
+    BM25_B,
+    BM25_K1,
+    BM25Index,
+    VectorIndex,
+    cache_key,
+    cached_embeddings,
+)
+from . import npu_stage
 from .base import Option, Pipeline
 
-NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
 # Roles of the NPU encoder, in order of preference: the NPU build's ``encoder_npu`` (fleet models
 # build --target: static [1,256]), or the cpu build's ``encoder_static``.
 ENCODER_NPU_ROLES = ("encoder_npu", "encoder_static")
@@ -108,9 +115,9 @@ class RagHybrid(Pipeline):
         npu = NPU_BACKEND.get(cfg.accelerator)
         backend, art, reason, emu = "onnx", None, "", None
         if shape == "static" and npu and not cfg.emulated:
-            art = next((a for r in ENCODER_NPU_ROLES if (a := mf.find(arts, role=r, format=NPU_FORMAT[npu]))), None)
+            art = npu_stage.find_npu_artifact(arts, npu, ENCODER_NPU_ROLES)
             if art is not None:
-                backend, reason = npu, f"{cfg.accelerator} NPU with a .{NPU_FORMAT[npu]} encoder"
+                backend, reason = npu, f"{cfg.accelerator} NPU with a .{npu_stage.NPU_FORMAT[npu]} encoder"
         if shape == "static" and npu and cfg.emulated and want == "auto" and precision == "int8":
             # the static QDQ INT8 model built for this NPU: its numerics, run by onnxruntime
             art = emulation.find_emulation(arts, cfg.accelerator, ENCODER_NPU_ROLES)
@@ -128,7 +135,7 @@ class RagHybrid(Pipeline):
             reason = (f"encoder={want} requested" if want != "auto" else
                       f"emulated board: onnx stands in for the {cfg.accelerator} NPU (static [1,{MAX_TOKENS}])"
                       if cfg.emulated and npu else
-                      f"no .{NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU" if npu else
+                      f"no .{npu_stage.NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU" if npu else
                       "board has no NPU: dynamic-length encoder on the CPU")
             if cfg.emulated and npu:
                 emu = emulation.label(cfg.accelerator, None, precision)

@@ -48,9 +48,9 @@ from ..backends import NPU_BACKEND
 from ..backends.base import Backend, LoadedModel
 from ..protocol import BadInput, ModelError
 from ..vc import crepe, metrics, profile, world
+from . import npu_stage
 from .base import Option, Pipeline
 
-NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
 # Roles of the pitch network on an NPU, in order of preference: the NPU build's graph
 # (``fleet models build crepe-tiny --target T``: role ``pitch_npu``) or the plain ``pitch``.
 PITCH_NPU_ROLES = ("pitch_npu", "pitch")
@@ -154,34 +154,11 @@ class VcPitchShift(Pipeline):
         npu = NPU_BACKEND.get(cfg.accelerator)
         self.emulation = None
 
-        def npu_art(backend):  # the NPU build's pitch_npu, or a plain pitch HEF/RKNN
-            for role in PITCH_NPU_ROLES:
-                a = mf.find(arts, role=role, format=NPU_FORMAT[backend])
-                if a is not None:
-                    return a
-            return None
-
-        if want in ("hailo", "rknn"):
-            a = npu_art(want)
-            if a is None:
-                raise ModelError(f"pitch_backend={want} but no .{NPU_FORMAT[want]} pitch artifact is deployed",
-                                 f"deploy the {want} artifacts, or use pitch_backend=auto")
-            return want, a, f"pitch_backend={want} requested"
-        if want == "auto" and npu and not cfg.emulated:
-            a = npu_art(npu)
-            if a is not None:
-                ok, why = backends[npu].available()
-                if not ok:
-                    raise ModelError(f"the board's {npu} backend is not available: {why}",
-                                     "install the NPU runtime, or pass pitch_backend=onnx")
-                return npu, a, f"{cfg.accelerator} NPU with a .{NPU_FORMAT[npu]} CREPE"
-        if want == "auto" and npu and cfg.emulated and precision == "int8":
-            # the static QDQ INT8 CREPE built for this NPU: its numerics, run by onnxruntime
-            qdq = emulation.find_emulation(arts, cfg.accelerator, PITCH_NPU_ROLES)
-            if qdq is not None:
-                self.emulation = emulation.label(cfg.accelerator, qdq, precision)
-                return "onnx", qdq, (f"emulated board: the {cfg.accelerator} build's static QDQ INT8 "
-                                     f"CREPE ({qdq.get('quantization')}) on onnxruntime")
+        choice = npu_stage.choose_npu_stage(arts, cfg, backends, want=want, precision=precision,
+                                            roles=PITCH_NPU_ROLES, stage="CREPE", option="pitch_backend")
+        if choice is not None:
+            self.emulation = choice.emulation
+            return choice.backend, choice.artifact, choice.reason
         a = mf.find(arts, role="pitch", format="onnx", variant=precision)
         if cfg.emulated and npu and a is not None:
             # the cpu INT8 CREPE is static QDQ too (calibrated on speech), but not this target's build
@@ -195,7 +172,7 @@ class VcPitchShift(Pipeline):
                   f"emulated board: no static QDQ INT8 CREPE for {cfg.accelerator} deployed (fleet models "
                   f"build crepe-tiny --target {cfg.accelerator}; fleet deploy), the cpu {precision} CREPE "
                   f"stands in for the NPU" if cfg.emulated and npu else
-                  f"no .{NPU_FORMAT[npu]} CREPE deployed for the {cfg.accelerator} NPU" if npu else
+                  f"no .{npu_stage.NPU_FORMAT[npu]} CREPE deployed for the {cfg.accelerator} NPU" if npu else
                   "board has no NPU")
         return "onnx", a, reason
 

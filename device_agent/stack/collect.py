@@ -23,9 +23,21 @@ from typing import Callable
 
 from ..manifest import read_manifest
 from ..protocol import ModelError
-from ..telemetry.base import CommandRunner, RecordedCommands, Roots, SensorUnavailable, read_text
-from .parse import (first_version, parse_identify, parse_librknnrt_version, parse_link_speed,
-                    parse_os_release, parse_rknpu_driver_version)
+from ..telemetry.base import (
+    CommandRunner,
+    RecordedCommands,
+    Roots,
+    SensorUnavailable,
+    read_text,
+)
+from .parse import (
+    first_version,
+    parse_identify,
+    parse_librknnrt_version,
+    parse_link_speed,
+    parse_os_release,
+    parse_rknpu_driver_version,
+)
 
 SCHEMA = 1
 #: PCI vendor id of Hailo Technologies (lspci ``1e60:2864`` for Hailo-8/8L).

@@ -20,8 +20,16 @@ from __future__ import annotations
 
 import sys
 
-from .base import (THROTTLE_BITS, Channel, CommandRunner, RecordedCommands, Roots, Sensor,
-                   SensorUnavailable, decode_throttle)
+from .base import (
+    THROTTLE_BITS,
+    Channel,
+    CommandRunner,
+    RecordedCommands,
+    Roots,
+    Sensor,
+    SensorUnavailable,
+    decode_throttle,
+)
 from .emulated import EmulatedSensor, ThermalModel
 from .hailo import HailoSensor
 from .linux import LinuxSensor

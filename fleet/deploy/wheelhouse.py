@@ -20,9 +20,10 @@ import sys
 import sysconfig
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from fleet.errors import FleetError
 

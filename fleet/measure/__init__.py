@@ -2,8 +2,14 @@
 duration, cool-down, VALID/INVALID) and telemetry export. The per-request telemetry summary and
 its merge live in ``device_agent.telemetry.summary`` (the agent computes them too)."""
 
-from .protocol import (MeasurementConfig, Measurement, Protocol, decide_validity, latency_stats,
-                       wait_for_cooldown)
+from .protocol import (
+                       Measurement,
+                       MeasurementConfig,
+                       Protocol,
+                       decide_validity,
+                       latency_stats,
+                       wait_for_cooldown,
+)
 
 __all__ = ["MeasurementConfig", "Measurement", "Protocol", "decide_validity", "latency_stats",
            "wait_for_cooldown"]

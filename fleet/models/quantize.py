@@ -133,7 +133,12 @@ def quantize_static_qdq(fp32_graph: Path, calib: CalibrationSet, out_path: Path,
         FleetError: graph missing, calibration set stale, or the quantizer failed.
     """
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src = Path(fp32_graph)

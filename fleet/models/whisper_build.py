@@ -219,7 +219,13 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
         s["detail"] = (f"encoder {m['encoder_vs_ct2']:.2g}, logits {worst:.2g} "
                        f"over {m['logits_steps']} steps")
 
-    from fleet.models.onnx_export import OPSET, export_onnx, graph_io, opset_of, quantize_int8
+    from fleet.models.onnx_export import (
+        OPSET,
+        export_onnx,
+        graph_io,
+        opset_of,
+        quantize_int8,
+    )
 
     tok = torch.tensor([gen["prompt"] + [400]])  # T=3 and P=3: no 0/1 specialization
     dec_args = (tok, torch.randn(4, 1, 3, _D), torch.randn(4, 1, 3, _D),

@@ -33,7 +33,12 @@ from pathlib import Path
 import pytest
 
 from fleet.inventory import Board
-from fleet.remote.session import AgentSession, BoardLost, BoardUnreachable, InfrastructureError
+from fleet.remote.session import (
+    AgentSession,
+    BoardLost,
+    BoardUnreachable,
+    InfrastructureError,
+)
 from fleet.results.store import Metric, Result, Store
 from fleet.runner.suite import Suite, load_suite
 
@@ -200,7 +205,13 @@ def fingerprint_verdict(board: Board, info: dict, ignored: bool = False) -> dict
     """``{"status": "pass"|"fail", "failures": [finding dicts], "reason": text, "ignored": bool,
     "warnings": n}`` for a board's ``info`` (fleet.doctor.checks), stored with the board."""
     import device_agent
-    from fleet.doctor.checks import WARN, check_info, expected_of, failures, summary_line
+    from fleet.doctor.checks import (
+        WARN,
+        check_info,
+        expected_of,
+        failures,
+        summary_line,
+    )
 
     findings = check_info(info, expected_of(board), device_agent.__version__)
     bad = failures(findings)
