@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import select
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +23,7 @@ from .config import BoardConfig
 from .manifest import check_npu_targets, list_models
 from .pipelines import PIPELINES, Pipeline, pipeline_class
 from .protocol import (
+    EXIT_RUNTIME,
     MAX_MESSAGE_BYTES,
     AgentError,
     BadInput,
@@ -269,6 +272,51 @@ class Agent:
         except AgentError as e:
             data = encode_reply(Reply.failure(req.id, e, rep.timings))
         return data, req.op == "shutdown"
+
+
+#: How long ``serve`` lives on once nobody can read its replies (s): time for a normal shutdown
+#: (reply sent, pipelines unloading) to finish by itself before the watchdog ends the process.
+ORPHAN_GRACE_S = 5.0
+
+
+def watch_reply_reader(fd: int, grace_s: float = ORPHAN_GRACE_S, poll_s: float = 1.0) -> threading.Thread:
+    """Exit the process ``grace_s`` (s) after the reader of ``fd`` (serve's reply pipe) went away.
+
+    A request can hang (a stuck NPU call, a deadlock) so the serve loop never reads stdin again and
+    never sees EOF; when the controller gives the session up, sshd closes its end of the agent's
+    stdout (and exits when the SSH connection goes). No reply can be delivered after that, so the
+    process only holds the NPU (a Hailo VDevice, an RKNN context) the next agent needs.
+    ``poll(2)`` reports POLLERR on a pipe's write end once no reader is left (POLLHUP for a socket
+    or a tty), without reading or writing anything. The thread polls its own dup of ``fd``, so a
+    closed-and-reused fd number is never watched by mistake. Exits with ``EXIT_RUNTIME`` (3) via
+    ``os._exit``: the main thread may be stuck where it cannot be unwound.
+
+    Returns:
+        the started daemon thread.
+    """
+    watched = os.dup(fd)
+
+    def watch():
+        poller = select.poll()
+        poller.register(watched, 0)  # 0: only the always-reported POLLERR/POLLHUP/POLLNVAL
+        while True:
+            events = 0
+            for _, ev in poller.poll(poll_s * 1000):
+                events |= ev
+            if events & select.POLLNVAL:
+                return
+            if events & (select.POLLERR | select.POLLHUP):
+                time.sleep(grace_s)
+                try:
+                    os.write(2, b"fleet-agent: nobody reads the replies any more (the controller gave the "
+                                b"session up): exiting\n")
+                except OSError:
+                    pass
+                os._exit(EXIT_RUNTIME)
+
+    t = threading.Thread(target=watch, name="fleet-agent-reply-watch", daemon=True)
+    t.start()
+    return t
 
 
 def _read_line(f: BinaryIO, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes | None, bool]:

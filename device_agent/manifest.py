@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .protocol import ModelError
@@ -27,18 +28,19 @@ class Artifact:
     model_dir: Path
     entry: dict
 
-    @property
+    @cached_property  # one stat per entry: `info` lists every entry twice (models, stack)
     def path(self) -> Path:
         """The file: ``path`` relative to the model folder as deploy lays it out (``encoder.onnx``,
         ``ct2/model.bin``); a controller-style path (``cpu/<model>/x``) falls back to its name.
-        Absolute paths and ``..`` never leave the folder."""
+        Absolute paths and ``..`` never leave the folder. Looked up once per Artifact (entries are
+        re-read from the manifest on every call that lists them)."""
         rel = Path(str(self.entry.get("path", "")))
         if rel.is_absolute() or ".." in rel.parts:
             return self.model_dir / rel.name
         p = self.model_dir / rel
         return p if p.exists() else self.model_dir / rel.name
 
-    @property
+    @cached_property
     def file(self) -> str:
         """``path`` relative to the model folder, as text."""
         return str(self.path.relative_to(self.model_dir))
@@ -89,6 +91,30 @@ def read_manifest(model_dir: str | os.PathLike) -> list[Artifact]:
             raise ModelError(f"{mf}: entry {i} lacks path or sha256", _FIX_DEPLOY)
         out.append(Artifact(d, e))
     return out
+
+
+#: read_manifest results for the listings in ``info`` (list_models, the stack's collect_models),
+#: by manifest folder -> ((st_ino, st_mtime_ns, st_size), entries): `info` lists every manifest
+#: twice per call and may be asked often; a deploy that rewrites a manifest changes its key.
+_LISTED: dict[str, tuple[tuple, list[Artifact]]] = {}
+
+
+def read_manifest_listed(model_dir: str | os.PathLike) -> list[Artifact]:
+    """``read_manifest`` for listings: the same entries while ``manifest.json`` is unchanged (same
+    inode, mtime and size). Pipelines and verification read the manifest afresh. Raises as
+    read_manifest."""
+    d = Path(model_dir)
+    try:
+        st = (d / MANIFEST).stat()
+    except OSError:
+        return read_manifest(d)  # raises the ModelError that says what is missing
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _LISTED.get(str(d))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    arts = read_manifest(d)
+    _LISTED[str(d)] = (key, arts)
+    return arts
 
 
 def find(artifacts: list[Artifact], **match) -> Artifact | None:
@@ -175,7 +201,7 @@ def list_models(models_root: str | os.PathLike) -> dict:
         return out
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
-            arts = read_manifest(d)
+            arts = read_manifest_listed(d)
         except ModelError as e:
             out[d.name] = {"error": e.message}
             continue

@@ -43,7 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `fleet test SUITE -- PYTEST_ARGS`: argparse's nested sub-commands reject what follows `--`,
+    # so it is split off here and handed to the command that takes it.
+    passthrough: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, passthrough = argv[:i], argv[i + 1:]
     args = parser.parse_args(argv)
+    if passthrough:
+        if not hasattr(args, "pytest_args"):
+            parser.error(f"arguments after '--' ({' '.join(passthrough)}) are pytest options for `fleet test` only")
+        args.pytest_args = [*(args.pytest_args or []), *passthrough]
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -236,6 +236,48 @@ def test_hailo_load_and_run(monkeypatch, hef):
     assert hp._state["open"] == 0
 
 
+def test_hailo_inputs_take_the_manifest_names_in_dfc_order(monkeypatch, hef):
+    """A two-input HEF (MiniLM: input_ids, attention_mask) reports DFC stream names; with the
+    manifest's declared inputs the model answers to the ONNX names and feeds input_layer<i>."""
+    from device_agent.backends.hailo import declared_input_names
+
+    hp = make_fake_hailo(input_shape=(1, 256), output_shape=(1, 1, 384))
+    monkeypatch.setitem(sys.modules, "hailo_platform", hp)
+    fed = {}
+    real_create = hp.VDevice.create_infer_model
+
+    def two_inputs(self, hef_source, name=""):
+        im = real_create(self, hef_source, name)
+        stream = type(im._inputs[0])
+        im._inputs = [stream("minilm/input_layer2", (1, 256)), stream("minilm/input_layer1", (1, 256))]
+        cim_class = type(im.configure())
+
+        class Configured(cim_class):
+            def run(self, bindings, timeout):
+                for b in bindings:
+                    fed.update({n: s.get_buffer().copy() for n, s in b._in.items()})
+
+        im.configure = lambda: Configured(im)
+        return im
+
+    monkeypatch.setattr(hp.VDevice, "create_infer_model", two_inputs)
+    declared = [{"name": "input_ids", "shape": [1, 256]}, {"name": "attention_mask", "shape": [1, 256]}]
+    m = HailoBackend().load(hef, inputs=declared, outputs=[{"name": "sentence_embedding"}])
+    assert [t.name for t in m.inputs] == ["input_ids", "attention_mask"]
+    ids, mask = np.arange(256, dtype=np.float32)[None], np.ones((1, 256), np.float32)
+    m.run({"input_ids": ids, "attention_mask": mask})
+    np.testing.assert_array_equal(fed["minilm/input_layer1"], ids)
+    np.testing.assert_array_equal(fed["minilm/input_layer2"], mask)
+    with pytest.raises(BadInput, match="missing"):
+        m.run({"minilm/input_layer1": ids, "minilm/input_layer2": mask})
+    # nothing declared, or a count that differs: the HEF's own names stay
+    assert declared_input_names(["a/input_layer1"], None) == {}
+    assert declared_input_names(["a/input_layer1"], declared) == {}
+    assert declared_input_names(["x/in", "x/other"], declared) == {"input_ids": "x/in", "attention_mask": "x/other"}
+    assert declared_input_names(["n/input_layer10", "n/input_layer2"], declared) == {
+        "input_ids": "n/input_layer2", "attention_mask": "n/input_layer10"}
+
+
 def test_hailo_errors_become_model_errors(monkeypatch, hef, tmp_path):
     hp = make_fake_hailo()
     monkeypatch.setitem(sys.modules, "hailo_platform", hp)

@@ -41,6 +41,25 @@ def test_no_board_matches_the_suite(capsys, tmp_path):
     assert not (tmp_path / "r.db").exists()  # refused before the store is opened: nothing written
 
 
+def test_pytest_options_after_double_dash_reach_fleet_test(monkeypatch, capsys):
+    import fleet.runner.cli as runner_cli
+
+    calls = []
+
+    def fake_run_suite(suite_dir, inventory, limit, workers, db, keyword, junit, extra, **kwargs):
+        calls.append((keyword, extra))
+        raise SystemExit(0)  # stop before the results table
+
+    monkeypatch.setattr(runner_cli, "run_suite", fake_run_suite)
+    with pytest.raises(SystemExit):
+        main(["test", "suites/whisper_hybrid", "-k", "wer", "--", "-x", "--maxfail", "2"])
+    assert calls == [("wer", ["-x", "--maxfail", "2"])]
+    # anywhere else `--` is refused, naming the command that takes it
+    with pytest.raises(SystemExit) as e:
+        main(["results", "--", "-x"])
+    assert e.value.code == 2 and "pytest options for `fleet test` only" in capsys.readouterr().err
+
+
 def test_results_on_an_empty_store(capsys, tmp_path):
     assert main(["results", "--db", str(tmp_path / "empty.db")]) == 2
     assert "has no runs yet" in capsys.readouterr().err

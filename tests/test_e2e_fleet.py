@@ -10,15 +10,13 @@ never failures, while the other board still passes.
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from sim_fleet import deployed_fleet
 
 from fleet.cli import main as fleet_main
-from fleet.deploy.run import deploy
-from fleet.paths import artifacts_dir
 from fleet.results.store import Store
 from fleet.runner.cli import run_suite
 from fleet.runner.suite import load_suite
@@ -33,17 +31,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """Two emulated boards (Pi 5 + Hailo-8L, RK3588), deployed with the real artifacts."""
-    arts = artifacts_dir()
-    assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build whisper-tiny.en`"
     base = tmp_path_factory.mktemp("e2e")
-    state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
-    try:
-        lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1,rk3588:1", use_netns=os.geteuid() == 0)
-        result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs")
-        assert result.exit_code == 0, result.to_dict()
+    with deployed_fleet(base, "pi5-hailo8l:1,rk3588:1") as (state_dir, inv):
         yield {"state_dir": state_dir, "inventory": inv, "base": base, "db": base / "results.db"}
-    finally:
-        lifecycle.down(state_dir)
 
 
 def test_suite_passes_on_every_board_with_real_speech(fleet, capsys):

@@ -17,7 +17,7 @@ from device_agent.config import load_config
 from device_agent.parity import cosine
 from device_agent.pipelines.asr_whisper import WhisperHybrid, mel_layout
 from device_agent.pipelines.rag_hybrid import RagHybrid
-from device_agent.protocol import BadInput
+from device_agent.protocol import BadInput, ModelError
 from fleet.deploy.artifacts import load_manifest, select
 from fleet.deploy.local import lay_out_board
 from fleet.inventory import Board
@@ -134,23 +134,30 @@ class FakeNpu(Backend):
         return m
 
 
-def test_real_board_runs_the_encoder_npu_hef_in_its_declared_layout(emu, tmp_path):
+def with_npu_artifact(emu, tmp_path, model: str, target: str, fmt: str, inputs: list, outputs: list):
+    """A copy of the artifacts root ``emu`` plus a (fake) compiled ``encoder_npu`` of ``model``
+    for ``target`` (.hef / .rknn), as ``fleet models build --target`` records one."""
+    import hashlib
     import json
     import shutil
 
     arts = tmp_path / "arts"
     shutil.copytree(emu, arts, symlinks=True)
-    hef = arts / "hailo8l" / "whisper-tiny.en" / "encoder_npu.hef"
-    hef.write_bytes(b"HEF fake")
+    rel = f"{target}/{model}/encoder_npu.{fmt}"
+    (arts / rel).parent.mkdir(parents=True, exist_ok=True)
+    (arts / rel).write_bytes(b"NPU fake")
     doc = json.loads((arts / "manifest.json").read_text())
-    import hashlib
-
-    doc["artifacts"].append({"model": "whisper-tiny.en", "role": "encoder_npu", "variant": "npu",
-                             "target": "hailo8l", "format": "hef", "path": "hailo8l/whisper-tiny.en/encoder_npu.hef",
-                             "sha256": hashlib.sha256(b"HEF fake").hexdigest(), "bytes": 8,
-                             "inputs": [{"name": "mel", "shape": [1, 1, 1000, 80], "dtype": "float32"}],
-                             "outputs": [{"name": "encoder_out", "shape": [1, 500, 384], "dtype": "float32"}]})
+    doc["artifacts"].append({"model": model, "role": "encoder_npu", "variant": "npu", "target": target,
+                             "format": fmt, "path": rel, "sha256": hashlib.sha256(b"NPU fake").hexdigest(),
+                             "bytes": 8, "inputs": inputs, "outputs": outputs})
     (arts / "manifest.json").write_text(json.dumps(doc))
+    return arts
+
+
+def test_real_board_runs_the_encoder_npu_hef_in_its_declared_layout(emu, tmp_path):
+    arts = with_npu_artifact(emu, tmp_path, "whisper-tiny.en", "hailo8l", "hef",
+                             [{"name": "mel", "shape": [1, 1, 1000, 80], "dtype": "float32"}],
+                             [{"name": "encoder_out", "shape": [1, 500, 384], "dtype": "float32"}])
     cfg = board(tmp_path, arts, emulated=False)
     files = sorted(p.name for p in (cfg.root / "models" / "whisper-tiny.en").iterdir())
     assert "encoder_npu.hef" in files and "encoder_npu.int8.onnx" not in files  # real: HEF only
@@ -169,16 +176,82 @@ def test_real_board_runs_the_encoder_npu_hef_in_its_declared_layout(emu, tmp_pat
 
 def test_rag_emulated_board_runs_the_qdq_static_encoder(emu, tmp_path):
     cfg = board(tmp_path, emu, model="minilm-l6-v2")
-    p = RagHybrid(cfg)
-    p.load(cfg.root / "models" / "minilm-l6-v2", create_backends(), p.resolve_options({}))
+    p, _ = rag(cfg, create_backends())
     enc = p.info["encoder"]
     assert enc["artifact"] == "encoder_npu.int8.onnx" and p.embedder.static_len == 256
     assert enc["emulation"] == "onnxruntime static QDQ INT8 (hailo8l)"
-    cfg2 = board(tmp_path, emu, accelerator="rk3588", model="minilm-l6-v2")
-    p2 = RagHybrid(cfg2)
-    p2.load(cfg2.root / "models" / "minilm-l6-v2", create_backends(), p2.resolve_options({}))
+    p2, _ = rag(board(tmp_path, emu, accelerator="rk3588", model="minilm-l6-v2"), create_backends())
     assert p2.info["encoder"]["artifact"] == "encoder_static.int8.onnx"
     assert p2.info["encoder"]["emulation"] == "cpu int8-dynamic fallback"
+    assert "fleet models build minilm-l6-v2 --target rk3588" in p2.info["encoder"]["reason"]
+    # onnx asked for on the emulated hailo8l board: its cpu static INT8 encoder, labelled the fallback
+    p3, _ = rag(cfg, create_backends(), encoder_backend="onnx")
+    enc = p3.info["encoder"]
+    assert (enc["artifact"], enc["reason"]) == ("encoder_static.int8.onnx", "encoder_backend=onnx requested")
+    assert enc["emulation"] == "cpu int8-dynamic fallback" and enc["emulated"] is True
+
+
+def rag(cfg, backends, **opts):
+    p = RagHybrid(cfg)
+    o = p.resolve_options(opts)
+    p.load(cfg.root / "models" / "minilm-l6-v2", backends, o)
+    return p, o
+
+
+class FakeRknn(Backend):
+    """RKNNLite stand-in (real boards' path). Like ``RknnBackend`` it knows no tensor names of its
+    own and takes the manifest's; it runs the cpu fp32 static MiniLM encoder next to the .rknn on
+    onnxruntime, so the embeddings are real."""
+
+    name, suffix = "rknn", ".rknn"
+
+    def __init__(self, ok: bool = True):
+        self.ok, self.loaded = ok, []
+
+    def available(self):
+        return (True, "") if self.ok else (False, "rknnlite not importable: install rknn-toolkit-lite2")
+
+    def version(self):
+        return "2.3.0"
+
+    def load(self, path, inputs=None, outputs=None, **_):
+        from device_agent.backends import OnnxBackend
+
+        assert [t["name"] for t in inputs] == ["input_ids", "attention_mask"]  # from the manifest
+        self.loaded.append(path.name)
+        return OnnxBackend().load(path.with_name("encoder_static.onnx"))
+
+
+def test_rag_encoder_follows_the_npu_stage_rule_on_a_real_board(emu, tmp_path):
+    """rag.hybrid's encoder goes through npu_stage like the other pipelines' NPU stages: the .rknn
+    on a real RK3588, a clear error when its runtime is absent, onnx when asked, and the cpu for
+    the dynamic encoder."""
+    io = ([{"name": "input_ids", "shape": [1, 256], "dtype": "int64"},
+           {"name": "attention_mask", "shape": [1, 256], "dtype": "int64"}],
+          [{"name": "sentence_embedding", "shape": [1, 384], "dtype": "float32"}])
+    arts = with_npu_artifact(emu, tmp_path, "minilm-l6-v2", "rk3588", "rknn", *io)
+    cfg = board(tmp_path, arts, accelerator="rk3588", emulated=False, model="minilm-l6-v2")
+    npu = FakeRknn()
+    p, _ = rag(cfg, {**create_backends(), "rknn": npu})
+    enc = p.info["encoder"]
+    assert (enc["backend"], enc["artifact"], enc["emulated"], enc["emulation"]) == ("rknn", "encoder_npu.rknn",
+                                                                                    False, None)
+    assert enc["reason"] == "rk3588 NPU with a .rknn encoder" and npu.loaded == ["encoder_npu.rknn"]
+    assert p.embedder.static_len == 256 and p.embedder.embed_query("boundary layer flow")[0].shape == (384,)
+    absent = {**create_backends(), "rknn": FakeRknn(ok=False)}
+    with pytest.raises(ModelError, match="rknn backend is not available: rknnlite not importable") as ei:
+        rag(cfg, absent)
+    assert "encoder_backend=onnx" in ei.value.fix
+    p2, _ = rag(cfg, absent, encoder_backend="onnx")
+    assert (p2.info["encoder"]["artifact"], p2.info["encoder"]["reason"]) == ("encoder_static.int8.onnx",
+                                                                              "encoder_backend=onnx requested")
+    p3, _ = rag(cfg, absent, encoder="dynamic")
+    assert p3.info["encoder"]["artifact"] == "encoder_dynamic.int8.onnx"
+    assert "NPU runs the static [1,256] encoder only" in p3.info["encoder"]["reason"]
+    with pytest.raises(BadInput, match="encoder=dynamic with encoder_backend=rknn"):
+        rag(cfg, absent, encoder="dynamic", encoder_backend="rknn")
+    with pytest.raises(ModelError, match="encoder_backend=hailo but no .hef encoder artifact is deployed"):
+        rag(cfg, absent, encoder_backend="hailo")
 
 
 # -- deploy ------------------------------------------------------------------------------------

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sim_fleet import deployed_fleet
 
-from fleet.deploy.run import deploy
 from fleet.leases import LeaseStore
-from fleet.paths import artifacts_dir
 from fleet.results.store import Store
 from fleet.sim import lifecycle
 from fleet.sim.state import load_state
@@ -68,29 +67,22 @@ def test_d_info(agent):
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """Two emulated boards, deployed once for every fault test."""
-    arts = artifacts_dir()
-    assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build whisper-tiny.en`"
     base = tmp_path_factory.mktemp("faults")
-    state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
     suite = base / "suite"
     suite.mkdir()
     (suite / "suite.yml").write_text(SUITE_YML)
     (suite / "test_faults_suite.py").write_text(SUITE_TESTS)
-    try:
-        lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1,rk3588:1", use_netns=os.geteuid() == 0)
-        result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs", models=("whisper-tiny.en",))
-        assert result.exit_code == 0, result.to_dict()
-        state = load_state(state_dir)
-        yield {"state_dir": state_dir, "inventory": inv, "base": base, "suite": suite,
-               "boards": {b.name: b for b in state.boards}}
-    finally:
-        for b in (load_state(state_dir).boards if load_state(state_dir) else []):
-            for pid in agent_pids(b.root):
-                _signal(pid, signal.SIGCONT)
-                _signal(pid, signal.SIGKILL)
-            if b.host_if:
-                subprocess.run(["ip", "link", "set", b.host_if, "up"], check=False)
-        lifecycle.down(state_dir)
+    with deployed_fleet(base, "pi5-hailo8l:1,rk3588:1", ("whisper-tiny.en",)) as (state_dir, inv):
+        try:
+            yield {"state_dir": state_dir, "inventory": inv, "base": base, "suite": suite,
+                   "boards": {b.name: b for b in load_state(state_dir).boards}}
+        finally:  # before the boards go down: stopped agents and downed links a test left behind
+            for b in (load_state(state_dir).boards if load_state(state_dir) else []):
+                for pid in agent_pids(b.root):
+                    _signal(pid, signal.SIGCONT)
+                    _signal(pid, signal.SIGKILL)
+                if b.host_if:
+                    subprocess.run(["ip", "link", "set", b.host_if, "up"], check=False)
 
 
 def _signal(pid: int, sig) -> None:
@@ -197,6 +189,8 @@ def test_board_lost_mid_suite_then_resume(fleet):
     assert oc[(VICTIM, "test_a_info")] == "passed"                 # finished before the fault: kept
     assert oc[(VICTIM, "test_b_busy")] == "error"
     assert "no reply to 'telemetry' within 3 s" in res[(VICTIM, "test_b_busy")].message
+    if victim.host_if:  # the link is down: the agent could not be ended, and the message says so
+        assert "may still run on the board" in res[(VICTIM, "test_b_busy")].message
     for t in ("test_c_info", "test_d_info"):                        # remaining: board lost, at once
         assert oc[(VICTIM, t)] == "error" and "board lost: sim-rk3588-1" in res[(VICTIM, t)].message, res[(VICTIM, t)]
         assert res[(VICTIM, t)].duration_s < 10.0   # no 15 s SSH timeout per test
@@ -220,6 +214,10 @@ def test_board_lost_mid_suite_then_resume(fleet):
     meta = Store(run.db).run(run_id)
     assert meta["status"] == "passed" and "--resume" in meta["argv"]
     assert (fleet["base"] / "runs" / run_id / "resumes.json").exists()
+    # The agent the controller could not end (link down) goes once the link is back: the dropped
+    # connection's FIN, retransmitted by the controller's kernel with backoff (0.2 s doubling, ~50 s
+    # in all), reaches sshd, which closes the agent's pipes (EOF, or its reply-reader watchdog).
+    _wait_for(lambda: not agent_pids(victim.root), 60, "the agent left behind by the link failure to exit")
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
@@ -249,6 +247,9 @@ def test_agent_killed_or_hung_errors_that_test_and_restarts(fleet, fault):
                 or "connection lost during 'telemetry'" in msg), msg
     else:
         assert "no reply to 'telemetry' within 3 s (agent hung" in msg, msg
+        # the controller ended the hung agent by pid (SIGTERM + SIGCONT) before reconnecting
+        assert f"agent pid {old[0]} terminated" in msg, msg
+        assert old[0] not in agent_pids(victim.root)
     assert set(oc.values()) == {"passed"} and len(oc) == 7, out    # the agent was restarted
     assert rc == 3
     _wait_for(lambda: not agent_pids(victim.root) and not agent_pids(fleet["boards"][OTHER].root), 15,
@@ -260,6 +261,10 @@ def test_sigint_mid_run_keeps_results_marks_interrupted_releases_everything(flee
     run = Run(fleet, "sigint").start()
     for b in (OTHER, VICTIM):
         run.wait_busy(b)
+    # the victim's agent is stuck when Ctrl-C comes: it cannot obey `shutdown`, the controller
+    # ends it by pid after the grace (fleet.remote.session.SHUTDOWN_GRACE_S)
+    stuck = _wait_for(lambda: agent_pids(fleet["boards"][VICTIM].root), 10, "the victim's agent")
+    _signal(stuck[0], signal.SIGSTOP)
     os.killpg(run.proc.pid, signal.SIGINT)
     rc, out = run.finish(timeout=90)
     assert rc == 130, out

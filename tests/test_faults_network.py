@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sim_fleet import deployed_fleet
 
-from fleet.deploy.run import deploy
-from fleet.paths import artifacts_dir
 from fleet.results.store import Store
-from fleet.sim import lifecycle
 from fleet.sim.state import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,23 +63,15 @@ def fleet(tmp_path_factory):
     """Two emulated boards in namespaces, deployed with the Whisper artifacts."""
     if os.geteuid() != 0:
         pytest.skip("link faults need network namespaces (root)")
-    arts = artifacts_dir()
-    assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build whisper-tiny.en`"
     base = tmp_path_factory.mktemp("netfault")
-    state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
     suite = base / "suite"
     suite.mkdir()
     (base / "datasets").symlink_to(ROOT / "suites" / "datasets")  # suite.dataset_items() looks beside the suite
     (suite / "suite.yml").write_text(SUITE_YML)
     (suite / "test_netfault_suite.py").write_text(SUITE_TESTS)
-    try:
-        lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1,rk3588:1", use_netns=True)
-        result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs", models=("whisper-tiny.en",))
-        assert result.exit_code == 0, result.to_dict()
+    with deployed_fleet(base, "pi5-hailo8l:1,rk3588:1", ("whisper-tiny.en",), use_netns=True) as (state_dir, inv):
         yield {"state_dir": state_dir, "inventory": inv, "base": base, "suite": suite,
                "boards": {b.name: b for b in load_state(state_dir).boards}}
-    finally:
-        lifecycle.down(state_dir)
 
 
 def _board_veth(netns: str) -> str:

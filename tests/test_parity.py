@@ -127,3 +127,57 @@ def test_crepe_pitch_parity_in_cents():
     # measured on 11 clips: median 0.76 cents, p95 8.1 cents, 0.4 % of voiced frames over 50 cents
     assert t["metric"] == "pitch_cents" and t["voiced_frames"] > 100
     assert t["median_abs_cents"] < 5 and t["over_50_cents"] < 0.02
+
+
+class InProcessSession:
+    """``fleet.remote.session.AgentSession.request`` over an in-process agent (no SSH)."""
+
+    def __init__(self, agent):
+        self.agent = agent
+
+    def request(self, op, args=None, timeout_s=None):
+        rep = self.agent.handle(Request(1, op, args or {}))
+        assert rep.ok, rep.error
+        return rep
+
+
+def test_suite_parity_check_records_and_enforces_bounds(emu, tmp_path):
+    """fleet.runner.parity_check, as suites' test_npu_parity use it: a real parity op result on an
+    emulated board recorded with its label, then held to suite.yml bounds."""
+    from fleet.inventory import Board
+    from fleet.runner.parity_check import record_and_check, request_parity
+    from fleet.runner.plugin import Recorder
+    from fleet.runner.suite import load_suite
+
+    suite = load_suite(REPO / "suites" / "rag_embedder")
+    root = lay_out_board(tmp_path / "b", emu, board="pi5-hailo8l", accelerator="hailo8l", emulated=True,
+                         models=(suite.model,))
+    b = Board(name="sim-pi5-1", board="pi5-hailo8l", accelerator="hailo8l", emulated=True,
+              fleet_root=str(root), host="192.0.2.1", port=22, user="fleet")
+    agent = Agent(load_config(root), sensors=[])
+    try:
+        r = request_parity(b, InProcessSession(agent), suite, ["boundary layer flow", "heat transfer at mach 5"])
+    finally:
+        agent.close()
+    rec = Recorder()
+    record_and_check(b, suite, rec, r, stage="inference", output="embedding", inputs="2 texts",
+                     metrics={"parity_recall_delta": (0.0, "ratio", "higher")})
+    assert [(m.name, m.unit, m.direction) for m in rec.metrics] == [
+        ("parity_cosine_mean", "ratio", "higher"), ("parity_cosine_min", "ratio", "higher"),
+        ("parity_max_abs_err", "", "lower"), ("parity_recall_delta", "ratio", "higher")]
+    emulation = "onnxruntime static QDQ INT8 (hailo8l)"
+    assert rec.backends == {"inference": "onnx", "inference_reference": "onnx fp32", "emulation": emulation}
+    assert rec.outputs[0]["parity"] == f"emulation: {emulation}" and rec.emulated is True
+    # every missed bound is listed; a bound on a metric the test does not record fails too
+    suite.parity["bounds"]["emulated"] = {"cosine_min": 1.01, "cosine_mean_min": None, "max_abs_err_max": 0.0,
+                                          "wer_delta_max": 0.01}
+    with pytest.raises(AssertionError) as ei:
+        record_and_check(b, suite, Recorder(), r, stage="inference", output="embedding", inputs="2 texts")
+    msg = str(ei.value)
+    assert msg.startswith(f"parity (emulation: {emulation}) on sim-pi5-1, 2 texts: embedding cosine min ")
+    assert "< 1.01" in msg and "embedding max abs err" in msg and "> 0.0" in msg and "cosine mean" not in msg
+    assert "parity.bounds sets wer_delta_max but this test records no parity_wer_delta" in msg
+    cpu = Board(name="c", board="cpu", accelerator="cpu", emulated=False, fleet_root="/opt/fleet",
+                host="192.0.2.2", port=22, user="fleet")
+    with pytest.raises(pytest.skip.Exception, match="c has no NPU"):
+        request_parity(cpu, None, suite, ["x"])

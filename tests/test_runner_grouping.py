@@ -1,38 +1,91 @@
 """A board is an exclusive resource: with `fleet test -n N`, all tests of one board run on one
-pytest-xdist worker (--dist loadgroup on the plugin's xdist_group marks), boards in parallel.
-Checked with the real plugin and real xdist workers on a suite that needs no SSH."""
+pytest-xdist worker, boards in parallel. `fleet test` runs xdist's ``--dist each`` and every worker
+keeps the boards it owns (fleet.runner.plugin.owned_boards), so it knows them all before its first
+test. Checked with the real plugin and real xdist workers on a suite that needs no SSH."""
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
 from fleet.inventory import Board
+from fleet.runner.plugin import owned_boards
 
 
-def test_each_board_stays_on_one_worker(tmp_path):
-    boards = [Board(f"b{i}", "rk3588", "rk3588", True, "/opt/fleet", "h", 22, "root") for i in range(3)]
+def _boards(n: int) -> list[Board]:
+    return [Board(f"b{i}", "rk3588", "rk3588", True, "/opt/fleet", "h", 22, "root") for i in range(n)]
+
+
+def _run_suite(tmp_path, boards, workers: int, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a 4-test-per-board suite (plus one board-less test) as `fleet test` runs pytest; returns
+    the process and {board or "-": [worker per test run, in order]} read from the files it wrote."""
     (tmp_path / "boards.json").write_text(json.dumps([b.to_dict() for b in boards]))
     suite = tmp_path / "suite"
-    suite.mkdir()
+    suite.mkdir(exist_ok=True)
     out = tmp_path / "seen"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     (suite / "test_where.py").write_text(
         "import os, time, pytest\n"
+        f"OUT = {str(out)!r}\n"
+        "def _mark(name):\n"
+        "    with open(os.path.join(OUT, name), 'a') as f:\n"
+        "        f.write(os.environ.get('PYTEST_XDIST_WORKER', 'main') + '\\n')\n"
         "@pytest.mark.parametrize('k', range(4))\n"
         "def test_where(board, k):\n"
-        "    time.sleep(0.05)\n"
-        f"    open(os.path.join({str(out)!r}, f'{{board.name}}-{{k}}'), 'w').write(os.environ['PYTEST_XDIST_WORKER'])\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(suite), "-p", "fleet.runner.plugin",
-                           "--fleet-boards", str(tmp_path / "boards.json"), "-n", "3", "--dist", "loadgroup",
-                           "-p", "no:cacheprovider", "-q", "--rootdir", str(suite)],
-                          capture_output=True, text=True, timeout=120)
+        "    time.sleep(0.02)\n"
+        "    _mark(f'{board.name}-{k}')\n"
+        "def test_no_board():\n"
+        "    _mark('-')\n")
+    cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "xdist.plugin", "-p", "fleet.runner.plugin",
+           "--fleet-boards", str(tmp_path / "boards.json"), "-p", "no:cacheprovider", "-q",
+           "--rootdir", str(suite), *extra]
+    if workers > 1:
+        cmd += ["-n", str(workers), "--dist", "each"]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    seen = {f.name: f.read_text().split() for f in out.iterdir()}
+    return proc, seen
+
+
+def test_each_board_stays_on_one_worker_and_every_test_runs_once(tmp_path):
+    proc, seen = _run_suite(tmp_path, _boards(5), 3)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    workers: dict[str, set] = {}
-    for f in out.iterdir():
-        workers.setdefault(f.name.split("-")[0], set()).add(f.read_text())
-    assert set(workers) == {"b0", "b1", "b2"}
+    assert set(seen) == {f"b{i}-{k}" for i in range(5) for k in range(4)} | {"-"}
+    assert all(len(w) == 1 for w in seen.values()), seen  # each test exactly once, not once per worker
+    workers = {b: {seen[f"{b}-{k}"][0] for k in range(4)} for b in (f"b{i}" for i in range(5))}
     assert all(len(w) == 1 for w in workers.values()), workers  # one worker per board
-    assert len(set().union(*workers.values())) > 1  # and boards spread over workers
+    assert set().union(*workers.values()) == {"gw0", "gw1", "gw2"}  # and boards spread over all workers
+    assert "21 passed" in proc.stdout, proc.stdout
+
+
+def test_a_worker_left_without_tests_does_not_fail_the_run(tmp_path):
+    # A resume whose first worker's boards all finished: that worker collects nothing. xdist's
+    # `each` mode would report the run as "no tests collected" (exit 5) if it reported last.
+    done = tmp_path / "done.json"
+    done.write_text(json.dumps([[b, "test_where"] for b in ("b0", "b2")]))  # gw0's boards
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "conftest.py").write_text(  # and gw0 reports its collection last
+        "import os, time\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    if os.environ.get('PYTEST_XDIST_WORKER') == 'gw0':\n"
+        "        time.sleep(1.5)\n")
+    proc, seen = _run_suite(tmp_path, _boards(4), 2, "--fleet-done", str(done), "-k", "not no_board")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(seen) == sorted(f"{b}-{k}" for b in ("b1", "b3") for k in range(4))
+
+
+@pytest.mark.parametrize("n_boards,workers", [(1, 1), (5, 1), (5, 2), (24, 2), (24, 5), (3, 3)])
+def test_owned_boards_partition_the_fleet(n_boards, workers):
+    boards = _boards(n_boards)
+    if workers == 1:
+        assert owned_boards(boards, None, 1) == {b.name for b in boards}
+        return
+    parts = [owned_boards(boards, f"gw{k}", workers) for k in range(workers)]
+    assert set().union(*parts) == {b.name for b in boards}
+    assert sum(len(p) for p in parts) == n_boards  # disjoint
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
 
 
 def test_auto_workers_caps_emulated_fleets_only():

@@ -6,17 +6,14 @@ real SSH on two real speech clips ($FLEET_VC_MAX_CLIPS=2 keeps it cheap), result
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
+from sim_fleet import deployed_fleet
 
-from fleet.deploy.run import deploy
 from fleet.inventory import load_inventory
-from fleet.paths import artifacts_dir
 from fleet.results.store import Store
 from fleet.runner.cli import run_suite
-from fleet.sim import lifecycle
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "voice_conversion"
@@ -26,17 +23,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    arts = artifacts_dir()
-    assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build crepe-tiny`"
     base = tmp_path_factory.mktemp("vc-e2e")
-    state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
-    try:
-        lifecycle.up(state_dir, inv, mix="rk3588:1", use_netns=os.geteuid() == 0)
-        result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs", models=("crepe-tiny",))
-        assert result.exit_code == 0, result.to_dict()
+    with deployed_fleet(base, "rk3588:1", ("crepe-tiny",)) as (_, inv):
         yield {"inventory": inv, "db": base / "results.db"}
-    finally:
-        lifecycle.down(state_dir)
 
 
 def test_voice_conversion_suite_passes_on_an_emulated_board(fleet, monkeypatch):

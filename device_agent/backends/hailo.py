@@ -35,18 +35,42 @@ def _hailo():
     return importlib.import_module("hailo_platform")
 
 
+def declared_input_names(hef_names: list[str], declared) -> dict[str, str]:
+    """``{declared name: HEF input stream name}``, or ``{}`` (keep the HEF's names) when the manifest
+    declares no names or not as many inputs as the HEF has.
+
+    The Hailo DFC names a network's inputs ``<net>/input_layer<i>``, 1-based in the ONNX graph's
+    input order (hailo-whisper feeds its decoder ``…/input_layer1``, ``…/input_layer2``;
+    fleet/models/compile/hailo.py builds calibration sets the same way), so the i-th declared input
+    is stream ``input_layer<i>``. Names without that suffix keep HailoRT's order.
+    """
+    names = [d.get("name") for d in (declared or []) if isinstance(d, dict)]
+    if not names or not all(names) or len(names) != len(hef_names):
+        return {}
+
+    def layer_index(stream: str) -> int:
+        tail = stream.rsplit("input_layer", 1)
+        return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else 0
+
+    ordered = sorted(hef_names, key=layer_index) if all(layer_index(n) for n in hef_names) else hef_names
+    return {str(ours): stream for ours, stream in zip(names, ordered)}
+
+
 class HailoModel(LoadedModel):
     """A configured HEF on the shared VDevice."""
 
     backend = "hailo"
 
-    def __init__(self, path: Path, infer_model, configured, timeout_ms: int):
+    def __init__(self, path: Path, infer_model, configured, timeout_ms: int, input_names: dict | None = None):
         self.path = path
         self._im = infer_model
         self._cim = configured
         self.timeout_ms = timeout_ms
-        self.inputs = [TensorInfo(n, tuple(infer_model.input(n).shape), "float32")
-                       for n in infer_model.input_names]
+        #: our input name -> the HEF's stream name (identity unless the manifest declared names)
+        hef_names = {n: n for n in infer_model.input_names} if not input_names else input_names
+        self._stream = dict(hef_names)
+        self.inputs = [TensorInfo(ours, tuple(infer_model.input(stream).shape), "float32")
+                       for ours, stream in hef_names.items()]
         self.outputs = [TensorInfo(n, tuple(infer_model.output(n).shape), "float32")
                         for n in infer_model.output_names]
 
@@ -62,7 +86,7 @@ class HailoModel(LoadedModel):
                     raise BadInput(f"{self.path.name}: input {t.name} has {x.size} values, the HEF "
                                    f"stream {t.shape} needs {int(np.prod(t.shape))}",
                                    "feed one frame in the HEF's layout (NHWC without batch)")
-                bindings.input(t.name).set_buffer(np.ascontiguousarray(x.reshape(t.shape)))
+                bindings.input(self._stream[t.name]).set_buffer(np.ascontiguousarray(x.reshape(t.shape)))
             outs = {t.name: np.empty(t.shape, dtype=np.float32) for t in self.outputs}
             for name, buf in outs.items():
                 bindings.output(name).set_buffer(buf)
@@ -134,8 +158,14 @@ class HailoBackend(Backend):
                                  "or use the multi-process service") from None
         return self._vdevice
 
-    def load(self, path: str | Path, **_options) -> HailoModel:
+    def load(self, path: str | Path, inputs=None, **_options) -> HailoModel:
         """Create, set FLOAT32 formats on, and configure an InferModel from a .hef.
+
+        Args:
+            inputs: the manifest entry's declared inputs (dicts with ``name``, in ONNX graph order),
+                optional: when they are as many as the HEF's input streams, the model's inputs
+                take those names (``input_ids`` rather than ``minilm/input_layer1``; see
+                :func:`declared_input_names`), so a pipeline feeds a HEF as it feeds the ONNX model.
 
         Raises:
             ModelError: hailo_platform missing, device busy, HEF for another arch, etc.
@@ -158,7 +188,7 @@ class HailoBackend(Backend):
             raise ModelError(f"HailoRT cannot load {p.name}: {type(e).__name__}: {e}",
                              "compile the HEF for this device's arch (hw_arch hailo8l on a Hailo-8L) "
                              "with a DFC matching the board's HailoRT") from None
-        return HailoModel(p, im, cim, self.timeout_ms)
+        return HailoModel(p, im, cim, self.timeout_ms, declared_input_names(list(im.input_names), inputs))
 
     def close(self) -> None:
         if self._vdevice is not None:

@@ -61,10 +61,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import emulation
 from .. import manifest as mf
 from ..audio import load_audio
-from ..backends import NPU_BACKEND
 from ..backends.base import Backend, LoadedModel
 from ..mel import HOP_LENGTH, N_FFT, N_FRAMES, SAMPLE_RATE, log_mel
 from ..protocol import BadInput, ModelError
@@ -262,7 +260,6 @@ class WhisperHybrid(Pipeline):
         """(backend name, artifact, reason) for the encoder; ``self.emulation`` is set to what
         stands in for the NPU on an emulated board (``device_agent.emulation``), else None."""
         cfg = self.config
-        npu = NPU_BACKEND.get(cfg.accelerator)
         onnx_art = mf.find(arts, role="encoder", format="onnx", variant=precision)
         self.emulation = None
 
@@ -275,19 +272,10 @@ class WhisperHybrid(Pipeline):
             have = sorted({str(a.get("variant")) for a in arts if a.get("role") == "encoder"})
             raise ModelError(f"no {precision} ONNX encoder in the model folder (encoders: {have or 'none'})",
                              "deploy that variant, or pick another precision option")
-        if want == "onnx":
-            reason = "encoder_backend=onnx requested"
-        elif cfg.emulated and npu:
-            reason = (f"emulated board: no static QDQ INT8 encoder for {cfg.accelerator} deployed "
-                      f"(fleet models build {self.default_model} --target {cfg.accelerator}; fleet deploy), "
-                      f"the cpu {precision} encoder stands in for the NPU")
-        elif npu:
-            reason = f"no .{npu_stage.NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU"
-        else:
-            reason = "board has no NPU"
-        if cfg.emulated and npu:
-            self.emulation = emulation.label(cfg.accelerator, None, precision)
-        return "onnx", onnx_art, reason
+        fb = npu_stage.cpu_fallback(onnx_art, cfg, want=want, precision=precision, stage="encoder",
+                                    option="encoder_backend", model=self.default_model)
+        self.emulation = fb.emulation
+        return "onnx", onnx_art, fb.reason
 
     def load(self, model_dir: Path, backends: dict[str, Backend], options: dict) -> dict:
         self.unload()

@@ -9,7 +9,8 @@ CREPE, rag.hybrid's embedder):
 3. ``auto`` on an emulated NPU board at int8 with its target's static QDQ INT8 model deployed
    (``fleet models build MODEL --target T``): onnxruntime with that model, labelled
    (``device_agent.emulation``).
-4. Otherwise None: the pipeline runs its cpu ONNX model and says why.
+4. Otherwise None: the pipeline runs its cpu ONNX model; ``cpu_fallback`` says why and, on an
+   emulated board, labels it (``device_agent.emulation``).
 """
 
 from __future__ import annotations
@@ -91,3 +92,35 @@ def choose_npu_stage(arts: list[mf.Artifact], cfg: BoardConfig, backends: dict[s
                                              f"INT8 {stage} ({qdq.get('quantization')}) on onnxruntime"),
                                emulation.label(cfg.accelerator, qdq, precision))
     return None
+
+
+def cpu_fallback(art: mf.Artifact, cfg: BoardConfig, *, want: str, precision: str, stage: str,
+                 option: str, model: str, fallback_quantization: str | None = None) -> StageChoice:
+    """Rule 4: the stage on its cpu ONNX model ``art``, with the reason and the emulation label.
+
+    Args:
+        art: the stage's cpu ONNX artifact (the pipeline finds it and raises when it is absent).
+        cfg, want, precision, stage, option: as for ``choose_npu_stage``.
+        model: the model name, for the build command an emulated board's reason names.
+        fallback_quantization: the cpu INT8 model's manifest ``quantization`` when it is not
+            dynamic (see ``emulation.label``).
+
+    Returns:
+        StageChoice("onnx", art, reason, emulation): ``emulation`` is None except on an emulated
+        NPU board, where the cpu model stands in for the NPU (e.g. "cpu int8-dynamic fallback").
+    """
+    npu = NPU_BACKEND.get(cfg.accelerator)
+    if want == "onnx":
+        reason = f"{option}=onnx requested"
+    elif cfg.emulated and npu and precision != "int8":  # only int8 has an emulation model
+        reason = f"emulated board: precision={precision}, the cpu {precision} {stage} stands in for the NPU"
+    elif cfg.emulated and npu:
+        reason = (f"emulated board: no static QDQ INT8 {stage} for {cfg.accelerator} deployed (fleet models "
+                  f"build {model} --target {cfg.accelerator}; fleet deploy), the cpu {precision} {stage} "
+                  f"stands in for the NPU")
+    elif npu:
+        reason = f"no .{NPU_FORMAT[npu]} {stage} deployed for the {cfg.accelerator} NPU"
+    else:
+        reason = "board has no NPU"
+    emu = emulation.label(cfg.accelerator, None, precision, fallback_quantization) if cfg.emulated and npu else None
+    return StageChoice("onnx", art, reason, emu)

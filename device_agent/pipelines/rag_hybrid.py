@@ -14,8 +14,12 @@ encoder, tokenizer and corpus sha256) and a bm25s index. Tasks (option ``task``)
 - ``embed``: the first ``limit`` judged queries and ``limit`` documents -> their texts and
   embeddings (for parity checks against sentence-transformers on the controller).
 
-Encoder (``encoder=auto``): the static [1, 256] artifact on boards with an NPU (emulated boards run
-it on onnx INT8, what the NPU would run), the dynamic [B, T] one on CPU boards. Stages per query:
+Encoder (``encoder=auto``): the static [1, 256] graph on boards with an NPU, the dynamic [B, T] one
+on CPU boards. Where the static encoder runs (``encoder_backend``) follows the rule every pipeline's
+NPU stage follows (``device_agent.pipelines.npu_stage``): the board's NPU with the .hef/.rknn
+``encoder_npu`` (``hailo``/``rknn`` ask for it; ``auto`` uses it when deployed, and fails when the
+runtime is not importable), on an emulated board at int8 its target's static QDQ INT8 model on
+onnxruntime (labelled ``emulation``), else the cpu ONNX model with the reason. Stages per query:
 tokenize (tokenizers), inference (encoder backend; pooling is fused into the graph and timed
 there), normalize (numpy), vector_search (numpy, exact cosine), bm25 (bm25s), merge (fusion),
 rerank (only with a reranker artifact), total.
@@ -24,11 +28,11 @@ rerank (only with a reranker artifact), total.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import emulation
 from .. import manifest as mf
 from ..backends import NPU_BACKEND
 from ..backends.base import Backend
@@ -72,6 +76,9 @@ class RagHybrid(Pipeline):
                "(what the NPU runs), fp32 on cpu boards", choices=("fp32", "int8"), load=True),
         Option("encoder", str, "auto", "auto (static [1,256] on NPU boards, dynamic on cpu), static or dynamic",
                choices=("auto", "static", "dynamic"), load=True),
+        Option("encoder_backend", str, "auto", "auto (NPU if deployed, its emulation on emulated boards, "
+               "else onnx), onnx, hailo or rknn; the NPU runs the static encoder",
+               choices=("auto", "onnx", "hailo", "rknn"), load=True),
         Option("threads", int, 0, "onnxruntime intra-op threads (0 = one per physical core)", load=True),
         Option("task", str, "evaluate", "evaluate the collection, search one query, or embed texts",
                choices=("evaluate", "search", "embed")),
@@ -106,42 +113,51 @@ class RagHybrid(Pipeline):
         return opts
 
     # -- load --------------------------------------------------------------------------------
+    def _choose_encoder(self, arts: list[mf.Artifact], options: dict, backends: dict[str, Backend],
+                        model_dir: Path) -> tuple[str, npu_stage.StageChoice]:
+        """(shape, the encoder stage's choice) by ``npu_stage``'s rule, as for every pipeline's
+        NPU stage. The NPU stage is the static [1, MAX_TOKENS] graph: ``encoder=dynamic`` keeps
+        the encoder on the cpu, and cannot go with ``encoder_backend=hailo|rknn``.
+
+        Raises:
+            BadInput: ``encoder=dynamic`` with ``encoder_backend=hailo|rknn``.
+            ModelError: what ``choose_npu_stage`` raises (NPU artifact asked for and absent, the
+                board's NPU runtime not importable), or no cpu ONNX encoder of that shape/precision.
+        """
+        cfg = self.config
+        precision, want = options["precision"], options["encoder_backend"]
+        npu = NPU_BACKEND.get(cfg.accelerator)
+        shape = options["encoder"]
+        if shape == "auto":
+            shape = "static" if npu or want in npu_stage.NPU_FORMAT else "dynamic"
+        if shape == "dynamic" and want in npu_stage.NPU_FORMAT:
+            raise BadInput(f"encoder=dynamic with encoder_backend={want}: the NPU runs the static "
+                           f"[1,{MAX_TOKENS}] encoder only", "use encoder=auto or static, or encoder_backend=auto/onnx")
+        if shape == "static":
+            choice = npu_stage.choose_npu_stage(arts, cfg, backends, want=want, precision=precision,
+                                                roles=ENCODER_NPU_ROLES, stage="encoder", option="encoder_backend")
+            if choice is not None:
+                return shape, choice
+        art = mf.find(arts, role=f"encoder_{shape}", format="onnx", variant=precision)
+        if art is None:
+            have = sorted({f"{a.get('role')}/{a.get('variant')}" for a in arts if str(a.get("role", "")).startswith("encoder")})
+            raise ModelError(f"{model_dir}: no {precision} ONNX encoder_{shape} (have: {have or 'none'})",
+                             f"deploy the {self.default_model} artifacts (fleet models build {self.default_model}; "
+                             "fleet deploy), or pick another precision/encoder option")
+        choice = npu_stage.cpu_fallback(art, cfg, want=want, precision=precision, stage="encoder",
+                                        option="encoder_backend", model=self.default_model)
+        if shape == "dynamic" and npu and want != "onnx":
+            choice = replace(choice, reason=f"encoder=dynamic requested: the {cfg.accelerator} NPU runs "
+                                            f"the static [1,{MAX_TOKENS}] encoder only")
+        return shape, choice
+
     def load(self, model_dir: Path, backends: dict[str, Backend], options: dict) -> dict:
         self.unload()
         cfg = self.config
         arts = mf.read_manifest(model_dir)
-        precision, want = options["precision"], options["encoder"]
-        shape = want if want != "auto" else ("static" if cfg.npu else "dynamic")
-        npu = NPU_BACKEND.get(cfg.accelerator)
-        backend, art, reason, emu = "onnx", None, "", None
-        if shape == "static" and npu and not cfg.emulated:
-            art = npu_stage.find_npu_artifact(arts, npu, ENCODER_NPU_ROLES)
-            if art is not None:
-                backend, reason = npu, f"{cfg.accelerator} NPU with a .{npu_stage.NPU_FORMAT[npu]} encoder"
-        if shape == "static" and npu and cfg.emulated and want == "auto" and precision == "int8":
-            # the static QDQ INT8 model built for this NPU: its numerics, run by onnxruntime
-            art = emulation.find_emulation(arts, cfg.accelerator, ENCODER_NPU_ROLES)
-            if art is not None:
-                emu = emulation.label(cfg.accelerator, art, precision)
-                reason = (f"emulated board: the {cfg.accelerator} build's static QDQ INT8 encoder "
-                          f"({art.get('quantization')}) on onnxruntime")
-        if art is None:
-            art = mf.find(arts, role=f"encoder_{shape}", format="onnx", variant=precision)
-            if art is None:
-                have = sorted({f"{a.get('role')}/{a.get('variant')}" for a in arts if str(a.get("role", "")).startswith("encoder")})
-                raise ModelError(f"{model_dir}: no {precision} ONNX encoder_{shape} (have: {have or 'none'})",
-                                 "deploy the minilm-l6-v2 artifacts (fleet models build minilm-l6-v2; fleet deploy), "
-                                 "or pick another precision/encoder option")
-            reason = (f"encoder={want} requested" if want != "auto" else
-                      f"emulated board: onnx stands in for the {cfg.accelerator} NPU (static [1,{MAX_TOKENS}])"
-                      if cfg.emulated and npu else
-                      f"no .{npu_stage.NPU_FORMAT[npu]} encoder deployed for the {cfg.accelerator} NPU" if npu else
-                      "board has no NPU: dynamic-length encoder on the CPU")
-            if cfg.emulated and npu:
-                emu = emulation.label(cfg.accelerator, None, precision)
-                if want == "auto" and precision == "int8":
-                    reason += (f"; no static QDQ INT8 encoder for {cfg.accelerator} deployed (fleet models "
-                               f"build {self.default_model} --target {cfg.accelerator}; fleet deploy)")
+        precision = options["precision"]
+        shape, choice = self._choose_encoder(arts, options, backends, model_dir)
+        backend, art, reason, emu = choice.backend, choice.artifact, choice.reason, choice.emulation
         tok_art = mf.find(arts, role="tokenizer")
         if tok_art is None:
             raise ModelError(f"{model_dir}: manifest has no tokenizer", "deploy the minilm-l6-v2 artifacts")
@@ -169,7 +185,7 @@ class RagHybrid(Pipeline):
             "pipeline": self.name, "model_dir": str(model_dir), "precision": precision,
             "encoder": {"backend": backend, "artifact": art.file, "shape": shape,
                         "static_len": self.embedder.static_len, "reason": reason,
-                        "emulated": bool(cfg.emulated and npu and backend == "onnx"), "emulation": emu,
+                        "emulated": bool(cfg.emulated and cfg.npu and backend == "onnx"), "emulation": emu,
                         "quantization": art.get("quantization"),
                         "sha256": models[art.file]},
             "tokenizer": {"artifact": tok_art.file, "sha256": models[tok_art.file], "max_tokens": MAX_TOKENS},

@@ -41,10 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import emulation
 from .. import manifest as mf
 from ..audio import load_audio
-from ..backends import NPU_BACKEND
 from ..backends.base import Backend, LoadedModel
 from ..protocol import BadInput, ModelError
 from ..vc import crepe, metrics, profile, world
@@ -151,7 +149,6 @@ class VcPitchShift(Pipeline):
     def _choose(self, arts: list[mf.Artifact], want: str, precision: str,
                 backends: dict[str, Backend]) -> tuple[str, mf.Artifact, str]:
         cfg = self.config
-        npu = NPU_BACKEND.get(cfg.accelerator)
         self.emulation = None
 
         choice = npu_stage.choose_npu_stage(arts, cfg, backends, want=want, precision=precision,
@@ -160,21 +157,16 @@ class VcPitchShift(Pipeline):
             self.emulation = choice.emulation
             return choice.backend, choice.artifact, choice.reason
         a = mf.find(arts, role="pitch", format="onnx", variant=precision)
-        if cfg.emulated and npu and a is not None:
-            # the cpu INT8 CREPE is static QDQ too (calibrated on speech), but not this target's build
-            self.emulation = emulation.label(cfg.accelerator, None, precision,
-                                             a.get("quantization") if precision == "int8" else None)
         if a is None:
             raise ModelError(f"no {precision} ONNX pitch artifact in the model folder (have: "
                              f"{sorted(str(x.get('role')) + '/' + str(x.get('variant')) for x in arts)})",
                              "build and deploy it: fleet models build crepe-tiny; fleet deploy")
-        reason = ("pitch_backend=onnx requested" if want == "onnx" else
-                  f"emulated board: no static QDQ INT8 CREPE for {cfg.accelerator} deployed (fleet models "
-                  f"build crepe-tiny --target {cfg.accelerator}; fleet deploy), the cpu {precision} CREPE "
-                  f"stands in for the NPU" if cfg.emulated and npu else
-                  f"no .{npu_stage.NPU_FORMAT[npu]} CREPE deployed for the {cfg.accelerator} NPU" if npu else
-                  "board has no NPU")
-        return "onnx", a, reason
+        # the cpu INT8 CREPE is static QDQ too (calibrated on speech), but not this target's build
+        fb = npu_stage.cpu_fallback(a, cfg, want=want, precision=precision, stage="CREPE", option="pitch_backend",
+                                    model=self.default_model,
+                                    fallback_quantization=a.get("quantization") if precision == "int8" else None)
+        self.emulation = fb.emulation
+        return "onnx", a, fb.reason
 
     def load(self, model_dir: Path, backends: dict[str, Backend], options: dict) -> dict:
         self.unload()

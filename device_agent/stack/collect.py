@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..manifest import read_manifest
+from ..manifest import read_manifest_listed
 from ..protocol import ModelError
 from ..telemetry.base import (
     CommandRunner,
@@ -275,7 +275,7 @@ def collect_models(models_root: Path, errors: dict) -> dict:
         return out
     for d in sorted(p for p in models_root.iterdir() if p.is_dir()):
         try:
-            arts = read_manifest(d)
+            arts = read_manifest_listed(d)
         except ModelError as e:
             errors[f"models.{d.name}"] = e.message
             out[d.name] = {"error": e.message, "files": {}}

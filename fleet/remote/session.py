@@ -4,12 +4,23 @@ The controller starts ``fleet-agent serve`` on the board (fabric/paramiko, host 
 inventory's known_hosts, never auto-added) and speaks the JSON-lines protocol of
 ``device_agent.protocol`` over the channel's stdin/stdout. Models stay loaded between requests, so a
 test's latency is the pipeline's and not the SSH handshake's.
+
+The session knows its agent by pid and by a random token in the agent's environment (the remote
+command is wrapped so the shell prints its pid and ``exec``s the agent under it). When the session
+is given up on (no reply in time, a reply out of order, the link lost) or the agent does not exit
+after ``shutdown``, the controller ends that one process over a new short exec channel
+(:func:`kill_command`): a hung agent must not keep holding the board's NPU (a Hailo VDevice or an
+RKNN context admits one process; /work/shared/reference/device_apis.md), or the next agent could
+not open it.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import shlex
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +42,69 @@ class BoardUnreachable(InfrastructureError):
 
 class BoardLost(InfrastructureError):
     """The board or its agent went away during a session (channel closed, EOF, timeout)."""
+
+
+#: First stdout line of the wrapped agent command, before any protocol line: ``fleet-agent-pid N``.
+PID_MARK = "fleet-agent-pid"
+#: Environment variable naming the session's token in the agent's environment (/proc/PID/environ):
+#: a pid alone could have been reused by another process after the agent died.
+TOKEN_VAR = "FLEET_AGENT_SESSION"
+#: Prefix of the kill command's one output line: ``fleet-agent-kill gone|terminated|killed|survived``.
+KILL_MARK = "fleet-agent-kill"
+#: How long close() waits for the agent to exit after ``shutdown`` (s) before killing it. A
+#: healthy agent unloads and exits well within it (tests/test_agent_cleanup.py: close() of a
+#: healthy session sees the exit, ``agent_end == "exited"``); a stuck one costs this much more.
+SHUTDOWN_GRACE_S = 3.0
+#: Budget for the whole kill (s): new channel (or new connection) + SIGTERM, ~1 s, SIGKILL, ~1 s.
+KILL_BUDGET_S = 6.0
+
+#: Agents this process gave up on but could not end (board unreachable), by board (host, port,
+#: fleet_root): [(pid, token)]. The next session opened to that board ends them before it starts
+#: its own agent, which could not open the NPU while they hold it.
+_UNENDED: dict[tuple, list[tuple[int, str]]] = {}
+_UNENDED_LOCK = threading.Lock()
+
+
+def _board_key(board: Board) -> tuple:
+    return (board.host, board.port, board.fleet_root)
+
+
+def wrap_command(command: str, token: str) -> str:
+    """The remote command that starts ``command`` (the agent) so the session can find it later.
+
+    ``/bin/sh`` prints ``fleet-agent-pid $$`` on stdout, exports ``FLEET_AGENT_SESSION=token`` and
+    ``exec``s the agent, which keeps that pid. The outer ``exec /bin/sh -c`` makes it the same
+    whatever the user's login shell is (sshd runs the command with ``$SHELL -c``).
+    """
+    script = f'echo "{PID_MARK} $$"; {TOKEN_VAR}={token}; export {TOKEN_VAR}; exec {command}'
+    return "exec /bin/sh -c " + shlex.quote(script)
+
+
+def kill_command(pid: int, token: str) -> str:
+    """A shell command that ends process ``pid`` only if it is the agent this session started.
+
+    "It is" means ``/proc/PID/environ`` holds ``FLEET_AGENT_SESSION=token`` (a random 128-bit
+    token, so no other process, an agent of another session included, can match). Then SIGTERM
+    (+ SIGCONT, so a stopped process gets it), up to 1 s for it to go, else SIGKILL and up to 1 s
+    more. A zombie has no environ, so it counts as gone. Prints one line ``fleet-agent-kill
+    gone|terminated|killed|survived`` (survived: still there after SIGKILL, e.g. stuck in the
+    kernel in an NPU driver call).
+    """
+    if not isinstance(pid, int) or pid <= 1:
+        raise ValueError(f"refusing to kill pid {pid!r}")
+    if not token or not all(c in "0123456789abcdef" for c in token):
+        raise ValueError("the session token must be lowercase hex")
+    script = f"""p={pid}; t={TOKEN_VAR}={token}
+ours() {{ {{ tr '\\000' '\\n' < /proc/$p/environ; }} 2>/dev/null | grep -qxF "$t"; }}
+waitgone() {{ i=0; while [ $i -lt 10 ]; do ours || return 0; sleep 0.1; i=$((i+1)); done; return 1; }}
+ours || {{ echo "{KILL_MARK} gone"; exit 0; }}
+kill -TERM $p 2>/dev/null; kill -CONT $p 2>/dev/null
+waitgone && {{ echo "{KILL_MARK} terminated"; exit 0; }}
+kill -KILL $p 2>/dev/null
+waitgone && {{ echo "{KILL_MARK} killed"; exit 0; }}
+echo "{KILL_MARK} survived"
+"""
+    return "exec /bin/sh -c " + shlex.quote(script)
 
 
 class AgentError(Exception):
@@ -106,7 +180,13 @@ class AgentSession:
         board: the board to reach.
         request_timeout_s: default per-request timeout (s); a request not answered in time
             raises BoardLost and closes the session (the agent is hung or the link is gone).
-        command: override the remote command (default ``board.agent_command``).
+        command: override the remote command (default ``board.agent_command``); it is run
+            wrapped (:func:`wrap_command`) and must ``exec`` or be the agent itself.
+
+    A session given up on (timeout, reply id mismatch, connection lost, no pid line) or an agent
+    that does not exit within ``SHUTDOWN_GRACE_S`` of ``shutdown`` on close() has its agent ended
+    by pid (:meth:`_kill_agent`, at most ``KILL_BUDGET_S``); ``agent_end`` says what happened, and
+    the BoardLost message says when the agent may still run (the board could not be reached).
     """
 
     def __init__(self, board: Board, request_timeout_s: float = 120.0, command: str | None = None):
@@ -117,35 +197,105 @@ class AgentSession:
         self._chan = None
         self._rfile = None
         self._next_id = 1
+        #: the agent's pid on the board (the wrapped command's first line, read with the first
+        #: reply), None until then
+        self.agent_pid: int | None = None
+        self._token = ""
         #: why the session died (the BoardLost message), "" while it lives
         self.lost_reason = ""
+        #: what became of the agent when the session ended: "exited", "gone", "terminated",
+        #: "killed", "survived" or "unknown: <why>" (the board could not be reached to check)
+        self.agent_end = ""
+        #: agents of earlier sessions this process could not end, ended by open(): [(pid, outcome)]
+        self.ended_stale: list[tuple[int, str]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self, connect_timeout_s: float = 15.0) -> "AgentSession":
-        """Connect and start the agent. Raises BoardUnreachable."""
-        self.lost_reason = ""
+        """Connect and start the agent. The agent's pid line is read with the first reply (the
+        agent's start-up overlaps with the first request, as before the pid was asked for).
+
+        Raises:
+            BoardUnreachable: SSH failed or the agent command could not be started.
+        """
+        self.lost_reason = self.agent_end = ""
+        self.agent_pid = None
+        self._token = secrets.token_hex(16)
         self._conn = connect(self.board, timeout_s=connect_timeout_s)
+        self._end_unended()
         try:
             transport = self._conn.client.get_transport()
-            self._chan = transport.open_session()
-            self._chan.exec_command(self._command)
+            self._chan = transport.open_session(timeout=connect_timeout_s)
+            self._chan.exec_command(wrap_command(self._command, self._token))
         except Exception as e:  # paramiko raises a zoo of types here
-            self.close()
+            self._close_quietly()  # nothing started that could be asked to stop
             raise BoardUnreachable(f"board {self.board.name}: could not start agent: {e}") from None
         self._rfile = self._chan.makefile("r")
         return self
 
-    def close(self) -> None:
-        """Ask the agent to shut down (best effort) and close the channel and connection."""
-        if self._chan is not None and not self._chan.closed:
-            try:
-                self._send({"id": 0, "op": "shutdown", "args": {}})
-                self._chan.shutdown_write()
-            except Exception:
-                pass
-            self._chan.close()
-        if self._conn is not None:
-            self._conn.close()
+    def _read_pid(self, timeout_s: float) -> bool:
+        """Read the pid line the wrapped command prints before the agent's first byte into
+        ``agent_pid``. Lines before it (a login shell's rc file writing to stdout) are skipped,
+        at most 100. Returns False at EOF (the command ended first).
+
+        Raises:
+            socket.timeout: no line within ``timeout_s`` (s).
+            ValueError: 100 lines and no pid line.
+        """
+        self._chan.settimeout(timeout_s)
+        for _ in range(100):
+            line = self._rfile.readline()
+            if not line:
+                return False
+            mark, _, pid = line.strip().partition(" ")
+            if mark == PID_MARK and pid.isdigit():
+                self.agent_pid = int(pid)
+                return True
+        raise ValueError(f"no '{PID_MARK}' line before the agent's replies "
+                         "(does a login shell rc file print on stdout?)")
+
+    def close(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Ask the agent to shut down, wait up to ``grace_s`` (s) for it to exit, end it by pid if
+        it does not (``agent_end`` says how), and close the channel and connection."""
+        try:
+            if self._chan is not None and not self._chan.closed:
+                try:
+                    self._send({"id": 0, "op": "shutdown", "args": {}})
+                    self._chan.shutdown_write()
+                except Exception:
+                    pass
+                if self._chan.status_event.wait(grace_s):
+                    self.agent_end = "exited"
+                else:
+                    self.agent_end = self._kill_agent()
+        finally:  # a second Ctrl-C while waiting still leaves nothing open
+            self._close_quietly()
+            self._remember_if_unended()
+
+    def _remember_if_unended(self) -> None:
+        if self.agent_end.startswith("unknown") and self.agent_pid is not None:
+            with _UNENDED_LOCK:
+                _UNENDED.setdefault(_board_key(self.board), []).append((self.agent_pid, self._token))
+
+    def _end_unended(self) -> None:
+        """End the agents earlier sessions of this process could not (see ``_UNENDED``) over the
+        fresh connection; those still out of reach stay listed. Sets ``ended_stale`` to
+        [(pid, outcome)]."""
+        with _UNENDED_LOCK:
+            stale = _UNENDED.pop(_board_key(self.board), [])
+        self.ended_stale = [(pid, self._kill_pid(pid, token)) for pid, token in stale]
+        left = [(pid, tok) for (pid, tok), (_, end) in zip(stale, self.ended_stale) if end.startswith("unknown")]
+        if left:
+            with _UNENDED_LOCK:
+                _UNENDED.setdefault(_board_key(self.board), []).extend(left)
+
+    def _close_quietly(self) -> None:
+        """Close the channel and connection without talking to the agent."""
+        for closable in (self._chan, self._conn):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:
+                    pass
         self._chan = self._conn = self._rfile = None
 
     def __enter__(self) -> "AgentSession":
@@ -186,12 +336,16 @@ class AgentSession:
         try:
             self._chan.settimeout(timeout)
             self._send({"id": rid, "op": op, "args": args or {}})
+            if self.agent_pid is None:
+                self._read_pid(timeout)
             line = self._rfile.readline()
         except (socket.timeout, TimeoutError):
             raise self._lost(f"board {self.board.name}: no reply to '{op}' within {timeout:g} s "
                              "(agent hung or link down); session closed") from None
         except (OSError, EOFError) as e:
             raise self._lost(f"board {self.board.name}: connection lost during '{op}': {e}") from None
+        except ValueError as e:  # no pid line: something else speaks on the channel
+            raise self._lost(f"board {self.board.name}: {e}") from None
         rtt_ms = (time.perf_counter() - t0) * 1000.0
         if not line:
             err = self._stderr_tail()
@@ -208,10 +362,96 @@ class AgentSession:
         return Reply(result=msg.get("result") or {}, timings=msg.get("timings") or {}, rtt_ms=rtt_ms)
 
     def _lost(self, reason: str) -> BoardLost:
-        """Close the session, remember why, and return the BoardLost to raise."""
-        self.close()
+        """Give the session up: end its agent if it may still run, close, remember why, and return
+        the BoardLost to raise (its message says what became of the agent)."""
+        chan = self._chan
+        try:
+            # After EOF the exit status follows within milliseconds when the agent exited (killed,
+            # crashed): wait for it briefly rather than asking the board.
+            if chan is not None and (chan.exit_status_ready()
+                                     or (chan.eof_received and chan.status_event.wait(0.5))):
+                self.agent_end = "exited"
+            else:
+                self.agent_end = self._kill_agent()
+        finally:
+            self._close_quietly()
+            self._remember_if_unended()
+        if self.agent_end.startswith("unknown"):
+            reason += (f"; agent pid {self.agent_pid} may still run on the board "
+                       f"({self.agent_end.removeprefix('unknown: ')})")
+        elif self.agent_end in ("terminated", "killed"):
+            reason += f"; agent pid {self.agent_pid} {self.agent_end}"
+        elif self.agent_end == "survived":
+            reason += f"; agent pid {self.agent_pid} survived SIGKILL (stuck in the kernel?)"
         self.lost_reason = reason
         return BoardLost(reason)
+
+    def _kill_agent(self, budget_s: float | None = None) -> str:
+        """End this session's agent by pid (:func:`kill_command`) over a new exec channel on the
+        session's connection, or on a new connection if that one is dead. Never takes longer than
+        ``budget_s`` (s, default ``KILL_BUDGET_S``): paramiko's exec_command has no timeout of its
+        own, so the work runs in a thread and is abandoned (its connection closed) when the budget
+        is spent.
+
+        Returns:
+            "gone", "terminated", "killed", "survived", or "unknown: <why>" when the board
+            could not be asked.
+        """
+        budget_s = KILL_BUDGET_S if budget_s is None else budget_s
+        if self.agent_pid is None and self._chan is not None and not self._chan.closed:
+            try:  # the shell prints it at once: it is there unless the link died first
+                self._read_pid(min(1.0, budget_s))
+            except Exception:
+                pass
+        if self.agent_pid is None:
+            return "unknown: the agent's pid was never read"
+        return self._kill_pid(self.agent_pid, self._token, budget_s)
+
+    def _kill_pid(self, pid: int, token: str, budget_s: float | None = None) -> str:
+        """Run :func:`kill_command` for (``pid``, ``token``) on the board within ``budget_s`` (s);
+        returns as :meth:`_kill_agent`."""
+        budget_s = KILL_BUDGET_S if budget_s is None else budget_s
+        cmd = kill_command(pid, token)
+        own: list = []  # a connection opened for the kill, closed here whatever happens
+        out: dict = {}
+
+        def work():
+            try:
+                transport = self._conn.client.get_transport() if self._conn is not None else None
+                if transport is None or not transport.is_active():
+                    own.append(connect(self.board, timeout_s=budget_s / 2))
+                    transport = own[0].client.get_transport()
+                # a live sshd opens a channel in milliseconds; a dead link would use the budget up
+                chan = transport.open_session(timeout=min(2.0, budget_s / 2))
+                chan.settimeout(budget_s)
+                chan.exec_command(cmd)
+                data = b""
+                while True:
+                    chunk = chan.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                chan.close()
+                out["line"] = data.decode(errors="replace").strip()
+            except Exception as e:  # unreachable, auth, timeout, channel refused: all "unknown"
+                out["error"] = f"{type(e).__name__}: {e}"
+            finally:
+                for conn in own:
+                    conn.close()
+
+        t = threading.Thread(target=work, name=f"fleet-kill-{self.board.name}", daemon=True)
+        t.start()
+        t.join(budget_s)
+        for conn in own:  # the thread closes it too when it ends; closing twice is harmless
+            conn.close()
+        if t.is_alive():
+            return f"unknown: the board did not answer the kill within {budget_s:g} s"
+        if "error" in out:
+            return f"unknown: kill failed: {out['error']}"
+        mark, _, what = out["line"].rpartition("\n")[2].partition(" ")
+        if mark != KILL_MARK or what not in ("gone", "terminated", "killed", "survived"):
+            return f"unknown: unexpected kill output {out['line'][-200:]!r}"
+        return what
 
     def fetch(self, rel_path: str, dest: Path, sha256: str | None = None) -> Path:
         """Copy a file the agent wrote (``rel_path``, relative to the board's fleet_root) to

@@ -3,8 +3,12 @@
 Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
 
 * parametrizes every test that takes the ``board`` fixture over the boards the suite matches, and
-  puts each board's tests in one pytest-xdist group (``--dist loadgroup``): a board is an
-  exclusive resource, so its tests run on one worker, one at a time, while boards run in parallel;
+  gives each board to one pytest-xdist worker (``fleet test`` runs ``--dist each``; worker K of N
+  keeps every N-th board from the K-th and deselects the rest, see :func:`owned_boards`): a board
+  is an exclusive resource, so its tests run in one process, one at a time, boards in parallel;
+* opens the sessions of a process's next boards ahead of their first test (``OPEN_AHEAD`` at a
+  time, in threads) and closes a board's session after its last test, so SSH handshakes and agent
+  start-ups overlap with other boards' tests instead of queueing behind them;
 * gives tests an ``agent`` (the board's long-lived :class:`AgentSession`), the ``suite`` and its
   ``thresholds`` for the board's class, and a ``record`` object for metrics and per-item outputs;
 * writes each result to the results store the moment it is known: ``passed``, ``failed``, or
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +44,18 @@ from fleet.remote.session import (
     BoardUnreachable,
     InfrastructureError,
 )
-from fleet.results.store import Metric, Result, Store
-from fleet.runner.suite import Suite, load_suite
+
+# fleet.results.store (SQLAlchemy) and fleet.runner.suite (numpy, via fleet.measure) are imported
+# where used: the xdist controller process runs no test and needs neither (~0.5 s of start-up).
 
 _rec_key = pytest.StashKey["Recorder"]()
 _done_key = pytest.StashKey[bool]()
+
+#: Sessions a process opens ahead of use. Opening one is mostly waiting (SSH handshake, then the
+#: agent's start-up: ~0.1 s + ~0.3 s on an idle emulated board, benchmarks/fleet_scale.py "SSH open
+#: + first info"), so a few in flight hide it behind the current board's tests; more would only
+#: leave agents idle on the board longer (each holds its imports, ~100 MB).
+OPEN_AHEAD = 4
 
 
 def pytest_addoption(parser):
@@ -73,7 +85,7 @@ class Recorder:
     ``record.telemetry_summary = {"summary": merged, "measurement": {...}}`` for the aggregate.
     """
 
-    metrics: list[Metric] = field(default_factory=list)
+    metrics: list = field(default_factory=list)  # fleet.results.store.Metric
     outputs: list = field(default_factory=list)
     backends: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
@@ -88,6 +100,8 @@ class Recorder:
                                    "trace": telemetry.get("trace")})
 
     def metric(self, name: str, value: float, unit: str = "", direction: str = "lower") -> None:
+        from fleet.results.store import Metric
+
         self.metrics.append(Metric(name, float(value), unit, direction))
 
     def output(self, item: dict) -> None:
@@ -95,17 +109,28 @@ class Recorder:
 
 
 class FleetContext:
-    """Per-process (controller or xdist worker) state: boards, suite, store, open agent sessions."""
+    """Per-process (pytest without xdist, or an xdist worker) state: boards, suite, store, open
+    agent sessions. The xdist controller process, which runs no test, gets boards only."""
 
     def __init__(self, config):
         self.run_id = config.getoption("--fleet-run")
         boards_file = config.getoption("--fleet-boards")
         self.boards = [Board(**b) for b in json.loads(Path(boards_file).read_text())] if boards_file else []
-        self.suite: Suite | None = load_suite(config.getoption("--fleet-suite")) if config.getoption("--fleet-suite") else None
+        # the xdist controller: -n given (numprocesses, xdist's option) and not a worker (workerinput)
+        runs_tests = not (config.getoption("numprocesses", None) and not hasattr(config, "workerinput"))
+        self.suite = None  # fleet.runner.suite.Suite
+        if runs_tests and config.getoption("--fleet-suite"):
+            from fleet.runner.suite import load_suite
+
+            self.suite = load_suite(config.getoption("--fleet-suite"))
         db = config.getoption("--fleet-db")
         if db == "-":
             db = os.environ.get("FLEET_DB")
-        self.store = Store(db) if db else None
+        self.store = None  # fleet.results.store.Store
+        if runs_tests and db:
+            from fleet.results.store import Store
+
+            self.store = Store(db)
         self.sessions: dict[str, AgentSession] = {}
         self.infos: dict[str, dict] = {}
         self.ignore_fingerprint = bool(config.getoption("--fleet-ignore-fingerprint"))
@@ -116,10 +141,57 @@ class FleetContext:
         self.done: set[tuple[str, str]] = {tuple(p) for p in json.loads(Path(dn).read_text())} if dn else set()
         #: board -> why it is lost (its session died and a reconnect failed)
         self.lost: dict[str, str] = {}
-        # shared by every worker of the run (a board's tests may land on more than one worker)
+        # shared by every worker of the run: `fleet test` gives each board to one worker
+        # (owned_boards), but pytest run by hand with another --dist may spread a board's tests
         self.lost_dir = Path(boards_file).with_name("lost") if boards_file else None
         #: reconnect timeout (s) after a session died: short, so a lost board costs seconds
         self.reconnect_timeout_s = 5.0
+        #: this process's boards in order of first use, and how many of their tests are left
+        self._order: list[Board] = []
+        self._left: dict[str, int] = {}
+        #: sessions being opened ahead of use: board -> Future[(AgentSession, info)]
+        self._ahead: dict[str, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        #: closes sessions off the main thread: a close waits for the agent to exit (~0.1 s; up
+        #: to SHUTDOWN_GRACE_S and a kill for a stuck one), which the next board need not wait for
+        self._closer: ThreadPoolExecutor | None = None
+
+    def suite_boards(self) -> list[Board]:
+        """The boards the suite runs on (those it matches), in inventory order."""
+        return [b for b in self.boards if self.suite is None or self.suite.matches(b)]
+
+    def plan(self, boards: list[Board]) -> None:
+        """Take this process's test order (the board of each of its tests, in run order) and start
+        opening the first boards' sessions (``OPEN_AHEAD``)."""
+        for b in boards:
+            if b.name not in self._left:
+                self._order.append(b)
+            self._left[b.name] = self._left.get(b.name, 0) + 1
+        self._open_ahead(0)
+
+    def _open_ahead(self, start: int) -> None:
+        """Start opening the sessions of the ``OPEN_AHEAD`` boards after position ``start`` in the
+        order of first use that are not open, opening, refused, lost or not-run."""
+        wanted = [b for b in self._order[start:start + OPEN_AHEAD]
+                  if b.name not in self.sessions and b.name not in self._ahead and b.name not in self.refused
+                  and b.name not in self.lost and b.name not in self.not_run and self._left.get(b.name)]
+        if not wanted:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=OPEN_AHEAD, thread_name_prefix="fleet-open")
+        for b in wanted:
+            self._ahead[b.name] = self._pool.submit(self._open_new, b)
+
+    def _open_new(self, board: Board) -> tuple[AgentSession, dict]:
+        """Open a new session and take the agent's ``info`` (runs in an opener thread: touches
+        nothing but the session it makes). Raises as AgentSession.open / info."""
+        timeout = self.suite.request_timeout_s if self.suite else 120.0
+        s = AgentSession(board, request_timeout_s=timeout).open()
+        try:
+            return s, s.info()
+        except BaseException:
+            s.close()
+            raise
 
     def session(self, board: Board) -> AgentSession:
         """The board's open agent session, (re)opened when missing or dead.
@@ -134,9 +206,20 @@ class FleetContext:
             raise FingerprintRefused(self.refused[board.name])
         s = self.sessions.get(board.name)
         if s is None or not s.alive:
-            with self._board_lock(board.name):  # workers sharing a board open it one at a time
-                s = self._open(board, s)
-            info = s.info()
+            ahead = self._ahead.pop(board.name, None)
+            self._keep_open_ahead(board)  # the next boards open while this one is finished
+            if s is None and ahead is not None:
+                s, info = ahead.result()  # raises what opening raised, as a direct open would
+                try:
+                    self._check_lost(board)
+                except BoardLost:
+                    s.close()
+                    raise
+                self.sessions[board.name] = s
+            if s is None or not s.alive:  # never opened, or died (before use, or in an earlier test)
+                with self._board_lock(board.name):  # workers sharing a board open it one at a time
+                    s = self._open(board, s)
+                info = s.info()
             doctor = fingerprint_verdict(board, info, self.ignore_fingerprint)
             info = {**info, "doctor": doctor}
             self.infos[board.name] = info
@@ -150,6 +233,30 @@ class FleetContext:
                     f"(or run anyway with `fleet test --ignore-fingerprint`)")
                 raise FingerprintRefused(self.refused[board.name])
         return s
+
+    def _keep_open_ahead(self, board: Board) -> None:
+        """Board ``board`` just got its session: open the next ones in the order of first use."""
+        names = [b.name for b in self._order]
+        if board.name in names:
+            self._open_ahead(names.index(board.name) + 1)
+
+    def finished(self, board: Board) -> None:
+        """One of ``board``'s tests in this process is over; after its last, close the session (the
+        agent exits) and keep the next boards opening."""
+        if board.name not in self._left:
+            return
+        self._left[board.name] -= 1
+        if self._left[board.name] > 0:
+            return
+        s = self.sessions.pop(board.name, None)
+        if s is not None:
+            self._close_later(s)
+        self._keep_open_ahead(board)
+
+    def _close_later(self, s: AgentSession) -> None:
+        if self._closer is None:
+            self._closer = ThreadPoolExecutor(max_workers=OPEN_AHEAD, thread_name_prefix="fleet-close")
+        self._closer.submit(s.close)
 
     def _board_lock(self, name: str):
         import contextlib
@@ -169,12 +276,16 @@ class FleetContext:
                     fcntl.flock(f, fcntl.LOCK_UN)
         return lock()
 
-    def _open(self, board: Board, s: AgentSession | None) -> AgentSession:
-        """Open the board's session (first time) or reconnect once after it died."""
+    def _check_lost(self, board: Board) -> None:
+        """Raise BoardLost if this or another worker of the run gave the board up."""
         if board.name not in self.lost and self.lost_dir is not None and (self.lost_dir / board.name).exists():
             self.lost[board.name] = (self.lost_dir / board.name).read_text()
         if board.name in self.lost:
             raise BoardLost(self.lost[board.name])
+
+    def _open(self, board: Board, s: AgentSession | None) -> AgentSession:
+        """Open the board's session (first time) or reconnect once after it died."""
+        self._check_lost(board)
         timeout = self.suite.request_timeout_s if self.suite else 120.0
         if s is None:
             s = AgentSession(board, request_timeout_s=timeout).open()
@@ -194,9 +305,19 @@ class FleetContext:
         return s
 
     def close(self) -> None:
+        """Close every session, those still being opened ahead included (their agents exit)."""
+        if self._pool is not None:
+            # opens not started are dropped; one in flight ends within its connect timeout
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for fut in self._ahead.values():
+                if not fut.cancelled() and fut.exception() is None:
+                    self._close_later(fut.result()[0])
+            self._ahead.clear()
         for s in self.sessions.values():
-            s.close()
+            self._close_later(s)
         self.sessions.clear()
+        if self._closer is not None:
+            self._closer.shutdown(wait=True)  # every close done (or its agent killed) before we exit
         if self.store:
             self.store.close()
 
@@ -241,26 +362,78 @@ def _ctx(config) -> FleetContext:
 def pytest_generate_tests(metafunc):
     if "board" not in metafunc.fixturenames:
         return
-    ctx = _ctx(metafunc.config)
-    boards = [b for b in ctx.boards if ctx.suite is None or ctx.suite.matches(b)]
-    metafunc.parametrize(
-        "board",
-        [pytest.param(b, id=b.name, marks=pytest.mark.xdist_group(b.name)) for b in boards],
-        scope="module",
-    )
+    metafunc.parametrize("board", [pytest.param(b, id=b.name) for b in _ctx(metafunc.config).suite_boards()],
+                         scope="module")
+
+
+def owned_boards(boards: list[Board], worker: str | None, workers: int) -> set[str]:
+    """Names of the boards a process runs: all of them without xdist, else worker ``gwK`` of
+    ``workers`` keeps boards K, K+N, K+2N, ... of ``boards`` (the suite's boards in inventory order).
+
+    ``fleet test`` runs xdist with ``--dist each`` (every worker collects every test) and each worker
+    deselects the boards it does not own, so a worker knows all its boards before its first test and
+    can open their sessions ahead (``OPEN_AHEAD``); xdist's ``loadgroup`` hands out boards one at a
+    time, so a worker never knew which board came next.
+    """
+    if not worker or workers <= 1:
+        return {b.name for b in boards}
+    k = int(worker.removeprefix("gw"))
+    return {b.name for i, b in enumerate(boards) if i % workers == k}
 
 
 def pytest_collection_modifyitems(session, config, items):
     ctx = getattr(config, "_fleet", None)
-    if ctx is None or not ctx.done:
+    if ctx is None:
         return
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    mine = owned_boards(ctx.suite_boards(), worker, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     keep, drop = [], []
     for item in items:
         b = _board_of(item)
-        (drop if b is not None and (b.name, item.originalname or item.name) in ctx.done else keep).append(item)
+        if b is None:  # a test without a board runs once, on the first worker
+            (keep if worker in (None, "gw0") else drop).append(item)
+        elif b.name not in mine or (b.name, item.originalname or item.name) in ctx.done:
+            drop.append(item)
+        else:
+            keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+_collected_key = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """xdist controller: add up the workers' tests. xdist's ``each`` mode assumes every worker holds
+    the whole collection and keeps the last worker's count as the run's; workers here own disjoint
+    boards, so a worker left with none (e.g. a resume whose boards all finished) would make pytest
+    exit 5 "no tests collected" although the others ran tests."""
+    node.config.stash[_collected_key] = node.config.stash.get(_collected_key, 0) + len(ids)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session):
+    result = yield
+    if _collected_key in session.config.stash:
+        session.testscollected = session.config.stash[_collected_key]
+    return result
+
+
+def pytest_collection_finish(session):
+    ctx = getattr(session.config, "_fleet", None)
+    if ctx is not None and not session.config.option.collectonly:
+        ctx.plan([b for b in map(_board_of, session.items) if b is not None])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    yield
+    ctx = getattr(item.config, "_fleet", None)
+    b = _board_of(item)
+    if ctx is not None and b is not None:
+        ctx.finished(b)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -272,8 +445,8 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(scope="session")
-def suite(request) -> Suite:
-    """The suite under test (suite.yml, parsed)."""
+def suite(request):
+    """The suite under test (suite.yml, parsed: a fleet.runner.suite.Suite)."""
     s = _ctx(request.config).suite
     if s is None:
         raise pytest.UsageError("no --fleet-suite given")
@@ -339,6 +512,8 @@ def pytest_runtest_makereport(item, call):
         else:
             msg = str(rep.longrepr)[-2000:]
     r: Recorder = item.stash.get(_rec_key, Recorder())
+    from fleet.results.store import Result
+
     ctx.store.add_result(Result(
         run_id=ctx.run_id, board=board.name, test=item.originalname or item.name, outcome=status,
         message=msg[:4000], duration_s=rep.duration, emulated=board.emulated if r.emulated is None else r.emulated,

@@ -69,6 +69,14 @@ def write_config(path: Path, *, address: str, port: int, host_key: Path, pid_fil
                 "MaxSessions 32",
                 "MaxStartups 64:30:128",
                 "Subsystem sftp internal-sftp",
+                # The board logs in as the controller's user, so bash would source the controller's
+                # ~/.bashrc for every command sshd runs (bash sources it for sshd-started shells at
+                # SHLVL 0; on this machine pyenv init costs ~140 ms of CPU per command). A real
+                # board's default ~/.bashrc returns at once for non-interactive shells
+                # (Raspberry Pi OS / Debian skel: `case $- in *i*) ;; *) return;; esac`);
+                # SHLVL=1 makes bash treat the command's shell as nested and skip ~/.bashrc, so an
+                # emulated board starts its agent as a real one does.
+                "SetEnv SHLVL=1",
                 "",
             ]
         )

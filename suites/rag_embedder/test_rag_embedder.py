@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fleet.runner.parity_check import record_and_check, request_parity
+
 COLLECTIONS = ("cranfield", "cisi")
 MEASURES = ("ndcg_at_10", "recall_at_5", "recall_at_10", "mrr_at_10")
 STAGES = ("tokenize", "inference", "normalize", "vector_search", "bm25", "merge", "total")
@@ -152,33 +154,14 @@ def test_embedding_parity(board, agent, suite, thresholds, record):
 def test_npu_parity(board, agent, suite, record):
     """The board's NPU encoder against the CPU fp32 static [1,256] reference on the same texts (the
     agent's ``parity`` op): per-text cosine and max abs error of the sentence embedding, within
-    suite.yml ``parity.bounds`` for the board's class. On an emulated board the NPU stage is its
-    emulation (static QDQ INT8 model, or the cpu INT8 fallback), and the result is labelled so.
-    Texts: Cranfield/CISI documents and queries on the evaluation side of the calibration split
-    (fleet.models.calibration). recall@10 deltas: `fleet models parity minilm-l6-v2 --target T`."""
+    suite.yml ``parity.bounds`` for the board's class (fleet.runner.parity_check). On an emulated
+    board the NPU stage is its emulation (static QDQ INT8 model, or the cpu INT8 fallback), and the
+    result is labelled so. Texts: Cranfield/CISI documents and queries on the evaluation side of the
+    calibration split (fleet.models.calibration). recall@10 deltas: `fleet models parity
+    minilm-l6-v2 --target T`."""
     from fleet.models.parity import eval_texts
 
-    if board.accelerator == "cpu":
-        pytest.skip(f"{board.name} has no NPU: its encoder is the CPU reference itself")
     texts = eval_texts(suite.parity["inputs"] or 32)
-    r = agent.request("parity", {"pipeline": suite.pipeline, "options": suite.options, "inputs": texts}).result
-    s, cand = r["summary"], r["candidate"]
-    label = f"emulation: {cand['emulation']}" if board.emulated else f"{cand['backend']} NPU"
-    record.metric("parity_cosine_mean", s["cosine_mean"], "ratio", "higher")
-    record.metric("parity_cosine_min", s["cosine_min"], "ratio", "higher")
-    record.metric("parity_max_abs_err", s["max_abs_err"], "", "lower")
-    record.backends.update({"inference": cand["backend"], "inference_reference": "onnx fp32"})
-    if cand.get("emulation"):
-        record.backends["emulation"] = cand["emulation"]
-    record.emulated = bool(board.emulated)
-    record.output({"parity": label, "reference": r["reference"], "candidate": cand, "summary": s,
-                   "per_text": r["per_input"]})
-    bounds = suite.parity_bounds_for(board)
-    fails = []
-    if bounds.get("cosine_min") is not None and s["cosine_min"] < bounds["cosine_min"]:
-        fails.append(f"embedding cosine min {s['cosine_min']:.5f} < {bounds['cosine_min']}")
-    if bounds.get("cosine_mean_min") is not None and s["cosine_mean"] < bounds["cosine_mean_min"]:
-        fails.append(f"embedding cosine mean {s['cosine_mean']:.5f} < {bounds['cosine_mean_min']}")
-    if bounds.get("max_abs_err_max") is not None and s["max_abs_err"] > bounds["max_abs_err_max"]:
-        fails.append(f"embedding max abs err {s['max_abs_err']:.4g} > {bounds['max_abs_err_max']}")
-    assert not fails, f"parity ({label}) on {board.name}, {len(texts)} texts: " + "; ".join(fails)
+    r = request_parity(board, agent, suite, texts)
+    record_and_check(board, suite, record, r, stage="inference", output="embedding",
+                     inputs=f"{len(texts)} texts", output_extra={"per_text": r["per_input"]})

@@ -16,6 +16,7 @@ import pytest
 from fleet.measure.protocol import Measurement, Protocol, reading_temps
 from fleet.measure.report import headline
 from fleet.metrics.asr import normalize, wer_cer
+from fleet.runner.parity_check import record_and_check, request_parity
 
 _measurements: dict[str, Measurement] = {}  # board name -> its measurement, once per board per worker
 
@@ -133,47 +134,22 @@ def test_latency(board, measurement, thresholds, record):
 def test_npu_parity(board, agent, suite, record):
     """The board's NPU encoder against the CPU fp32 reference on the same clips (the agent's
     ``parity`` op): output cosine / max abs error and the WER delta of transcribing each clip from
-    either encoder with the same decoder, within suite.yml ``parity.bounds`` for the board's class.
-    On an emulated board the NPU stage is its emulation (static QDQ INT8 model, or the cpu INT8
-    fallback), and the result is labelled so. Clips: the evaluation side of the calibration split
-    (fleet.models.calibration), so no clip the quantizer calibrated on is measured."""
+    either encoder with the same decoder, within suite.yml ``parity.bounds`` for the board's class
+    (fleet.runner.parity_check). On an emulated board the NPU stage is its emulation (static QDQ
+    INT8 model, or the cpu INT8 fallback), and the result is labelled so. Clips: the evaluation
+    side of the calibration split (fleet.models.calibration), so no clip the quantizer calibrated
+    on is measured."""
     from fleet.models.calibration import in_calibration_split, split_key
 
-    if board.accelerator == "cpu":
-        pytest.skip(f"{board.name} has no NPU: its encoder is the CPU reference itself")
-    n = suite.parity["inputs"] or 6
     clips = [c for c in suite.dataset_items()
-             if not in_calibration_split(split_key(suite.dataset, "clip", c["id"]))][:n]
-    rep = agent.request("parity", {"pipeline": suite.pipeline, "options": suite.options,
-                                   "inputs": [f"data/{suite.dataset}/{c['audio']}" for c in clips]})
-    r = rep.result
+             if not in_calibration_split(split_key(suite.dataset, "clip", c["id"]))][:suite.parity["inputs"] or 6]
+    r = request_parity(board, agent, suite, [f"data/{suite.dataset}/{c['audio']}" for c in clips])
     refs = [c["text"] for c in clips]
     wer_ref, _ = wer_cer(refs, [p["text_reference"] for p in r["per_input"]])
     wer_npu, _ = wer_cer(refs, [p["text_candidate"] for p in r["per_input"]])
-    s, cand = r["summary"], r["candidate"]
-    label = f"emulation: {cand['emulation']}" if board.emulated else f"{cand['backend']} NPU"
-    metrics = {"parity_cosine_mean": s["cosine_mean"], "parity_cosine_min": s["cosine_min"],
-               "parity_max_abs_err": s["max_abs_err"], "parity_wer_reference": wer_ref,
-               "parity_wer_npu": wer_npu, "parity_wer_delta": wer_npu - wer_ref}
-    for name, v in metrics.items():
-        record.metric(name, v, "ratio" if "max_abs" not in name else "",
-                      "lower" if name.endswith(("err", "delta", "npu", "reference")) else "higher")
-    record.backends.update({"encoder": cand["backend"], "encoder_reference": "onnx fp32"})
-    if cand.get("emulation"):
-        record.backends["emulation"] = cand["emulation"]
-    record.emulated = bool(board.emulated)
-    record.output({"parity": label, "reference": r["reference"], "candidate": cand, "summary": s,
-                   "wer_reference": wer_ref, "wer_npu": wer_npu})
-    for c, p in zip(clips, r["per_input"]):
-        record.output({"id": c["id"], **p})
-    bounds = suite.parity_bounds_for(board)
-    fails = []
-    if bounds.get("cosine_min") is not None and s["cosine_min"] < bounds["cosine_min"]:
-        fails.append(f"encoder_out cosine min {s['cosine_min']:.5f} < {bounds['cosine_min']}")
-    if bounds.get("cosine_mean_min") is not None and s["cosine_mean"] < bounds["cosine_mean_min"]:
-        fails.append(f"encoder_out cosine mean {s['cosine_mean']:.5f} < {bounds['cosine_mean_min']}")
-    if bounds.get("max_abs_err_max") is not None and s["max_abs_err"] > bounds["max_abs_err_max"]:
-        fails.append(f"encoder_out max abs err {s['max_abs_err']:.4g} > {bounds['max_abs_err_max']}")
-    if bounds.get("wer_delta_max") is not None and wer_npu - wer_ref > bounds["wer_delta_max"]:
-        fails.append(f"WER {wer_ref:.2%} (fp32) -> {wer_npu:.2%} (NPU), delta above {bounds['wer_delta_max']:.2%}")
-    assert not fails, f"parity ({label}) on {board.name}, {len(clips)} clips: " + "; ".join(fails)
+    record_and_check(board, suite, record, r, stage="encoder", output="encoder_out", inputs=f"{len(clips)} clips",
+                     metrics={"parity_wer_reference": (wer_ref, "ratio", "lower"),
+                              "parity_wer_npu": (wer_npu, "ratio", "lower"),
+                              "parity_wer_delta": (wer_npu - wer_ref, "ratio", "lower")},
+                     output_extra={"wer_reference": wer_ref, "wer_npu": wer_npu},
+                     rows=[{"id": c["id"], **p} for c, p in zip(clips, r["per_input"])])
