@@ -59,6 +59,8 @@ def make_artifacts(root: Path) -> Path:
     add(MODEL, "cpu", "generation", "", "json", "generation.json", b'{"sot": 50257}')
     add(MODEL, "hailo8l", "encoder", "int8", "hef", "encoder.hef", b"hef" * 10)
     add(MODEL, "rk3588", "encoder", "int8", "rknn", "encoder.rknn", b"rknn" * 10)
+    # a role no pipeline loads (the full-NPU decoder of a target build): never shipped
+    add(MODEL, "rk3588", "decoder_npu", "int8", "rknn", "decoder_npu.rknn", b"dec" * 10)
     add("other-model", "cpu", "encoder", "fp32", "onnx", "other.onnx", b"other")
     (root / "manifest.json").write_text(json.dumps({"schema": 1, "artifacts": entries}, indent=2))
     return root

@@ -12,6 +12,13 @@ PIPELINES: dict[str, type[Pipeline]] = {WhisperHybrid.name: WhisperHybrid, RagHy
                                        VcPitchShift.name: VcPitchShift}
 
 
+def npu_roles(model: str) -> set[str]:
+    """Manifest roles of ``model``'s NPU-target artifacts that a declared pipeline loads (its
+    ``NPU_ROLES``); the rest of a target build (e.g. Whisper's full-NPU ``decoder_npu``) stays on
+    the controller."""
+    return {r for p in PIPELINES.values() if p.default_model == model for r in p.NPU_ROLES}
+
+
 def pipeline_class(name: str) -> type[Pipeline]:
     """The class of a declared pipeline. Raises UnknownPipeline listing the declared ones."""
     try:
@@ -21,4 +28,4 @@ def pipeline_class(name: str) -> type[Pipeline]:
                               f"use one of {', '.join(sorted(PIPELINES))}") from None
 
 
-__all__ = ["PIPELINES", "Pipeline", "Option", "pipeline_class"]
+__all__ = ["PIPELINES", "Pipeline", "Option", "npu_roles", "pipeline_class"]

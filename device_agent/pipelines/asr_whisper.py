@@ -215,6 +215,7 @@ class WhisperHybrid(Pipeline):
 
     name = "asr.whisper_hybrid"
     default_model = "whisper-tiny.en"
+    NPU_ROLES = ENCODER_NPU_ROLES  # not decoder_npu: the full-NPU decoder is built, no pipeline runs it
     OPTIONS = (
         Option("precision", str, None, "ONNX variant for the CPU stages (and the encoder when it runs "
                "on onnx): fp32 or int8; default int8 on NPU boards (NPUs run int8), fp32 on cpu",

@@ -67,12 +67,15 @@ class Option:
 
 
 class Pipeline(abc.ABC):
-    """Base class. Subclasses set ``name``, ``default_model`` (folder under models/) and
-    ``OPTIONS``, and implement ``load``, ``run`` and ``unload``."""
+    """Base class. Subclasses set ``name``, ``default_model`` (folder under models/),
+    ``OPTIONS`` and ``NPU_ROLES``, and implement ``load``, ``run`` and ``unload``."""
 
     name: str = ""
     default_model: str = ""
     OPTIONS: tuple[Option, ...] = ()
+    #: manifest roles of the NPU-target artifacts this pipeline loads (what deploy ships to an NPU
+    #: board of its model's target build; fleet.deploy.artifacts.target_entries)
+    NPU_ROLES: tuple[str, ...] = ()
 
     def __init__(self, config: BoardConfig):
         self.config = config

@@ -71,6 +71,7 @@ class RagHybrid(Pipeline):
 
     name = "rag.hybrid"
     default_model = "minilm-l6-v2"
+    NPU_ROLES = ENCODER_NPU_ROLES
     OPTIONS = (
         Option("precision", str, None, "encoder variant: fp32 or int8; default int8 on NPU boards "
                "(what the NPU runs), fp32 on cpu boards", choices=("fp32", "int8"), load=True),

@@ -98,6 +98,7 @@ class VcPitchShift(Pipeline):
 
     name = "vc.pitch_shift"
     default_model = "crepe-tiny"
+    NPU_ROLES = PITCH_NPU_ROLES
     OPTIONS = (
         Option("precision", str, None, "CREPE ONNX variant: fp32 or int8 (static QDQ); default int8 on NPU "
                "boards (what the NPU runs), fp32 on cpu boards", choices=("fp32", "int8"), load=True),

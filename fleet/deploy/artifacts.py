@@ -19,11 +19,16 @@ EMULATION_QUANT = "int8-static-qdq"  # manifest quantization prefix of the emula
 def target_entries(board: Board, entries: list[dict]) -> list[dict]:
     """The entries of ``board.accelerator``'s NPU build (``artifacts/<target>/<model>/``) that
     board runs: the compiled HEF/RKNN on a real board; the static QDQ INT8 ONNX emulation models
-    (fleet.models.quantize) on an emulated one. The build's fp32 NPU graphs and calibration sets
-    stay on the controller. CPU boards get none."""
+    (fleet.models.quantize) on an emulated one; in both cases only the roles a pipeline of the
+    agent loads (``device_agent.pipelines.npu_roles``: Whisper's full-NPU decoder, 117 MB as QDQ
+    INT8, is built but no pipeline runs it). The build's fp32 NPU graphs and calibration sets stay
+    on the controller. CPU boards get none."""
+    from device_agent.pipelines import npu_roles
+
     if board.accelerator not in NPU_TARGETS:
         return []
-    mine = [e for e in entries if e.get("target") == board.accelerator]
+    mine = [e for e in entries if e.get("target") == board.accelerator
+            and e.get("role") in npu_roles(str(e.get("model", "")))]
     if board.emulated:
         return [e for e in mine if e.get("format") == "onnx"
                 and str(e.get("quantization", "")).startswith(EMULATION_QUANT)]
