@@ -5,6 +5,7 @@ test. Checked with the real plugin and real xdist workers on a suite that needs 
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -58,6 +59,9 @@ def test_each_board_stays_on_one_worker_and_every_test_runs_once(tmp_path):
     assert all(len(w) == 1 for w in workers.values()), workers  # one worker per board
     assert set().union(*workers.values()) == {"gw0", "gw1", "gw2"}  # and boards spread over all workers
     assert "21 passed" in proc.stdout, proc.stdout
+    # the progress counts all workers' tests (xdist's `each` would count one worker's and pass 100 %)
+    shown = [int(p) for p in re.findall(r"\[\s*(\d+)%\]", proc.stdout)]
+    assert shown and max(shown) == 100, proc.stdout
 
 
 def test_a_worker_left_without_tests_does_not_fail_the_run(tmp_path):

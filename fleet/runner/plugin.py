@@ -116,8 +116,7 @@ class FleetContext:
         self.run_id = config.getoption("--fleet-run")
         boards_file = config.getoption("--fleet-boards")
         self.boards = [Board(**b) for b in json.loads(Path(boards_file).read_text())] if boards_file else []
-        # the xdist controller: -n given (numprocesses, xdist's option) and not a worker (workerinput)
-        runs_tests = not (config.getoption("numprocesses", None) and not hasattr(config, "workerinput"))
+        runs_tests = not is_xdist_controller(config)
         self.suite = None  # fleet.runner.suite.Suite
         if runs_tests and config.getoption("--fleet-suite"):
             from fleet.runner.suite import load_suite
@@ -341,9 +340,17 @@ def fingerprint_verdict(board: Board, info: dict, ignored: bool = False) -> dict
             "warnings": sum(f.status == WARN for f in findings)}
 
 
+def is_xdist_controller(config) -> bool:
+    """True in the xdist controller process: ``-n`` given (xdist's ``numprocesses``) and not a
+    worker (workers have ``workerinput``). It runs no test."""
+    return bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")
+
+
 def pytest_configure(config):
     if config.getoption("--fleet-boards"):
         config._fleet = FleetContext(config)
+        if is_xdist_controller(config):
+            config.pluginmanager.register(WorkerTestCount(), "fleet-worker-test-count")
 
 
 def pytest_unconfigure(config):
@@ -401,24 +408,40 @@ def pytest_collection_modifyitems(session, config, items):
         items[:] = keep
 
 
-_collected_key = pytest.StashKey[int]()
+class WorkerTestCount:
+    """xdist controller plugin: the run's test count is the sum of the workers' collections.
 
+    xdist's ``each`` mode assumes every worker holds the whole collection and keeps the last
+    worker's count as the run's. Workers here own disjoint boards, so the progress shown would
+    pass 100 % and a worker left with no test (e.g. a resume whose boards all finished) would make
+    pytest exit 5 "no tests collected" although the others ran tests. The sum is put back on the
+    session before each report is shown and after the test loop.
+    """
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_node_collection_finished(node, ids):
-    """xdist controller: add up the workers' tests. xdist's ``each`` mode assumes every worker holds
-    the whole collection and keeps the last worker's count as the run's; workers here own disjoint
-    boards, so a worker left with none (e.g. a resume whose boards all finished) would make pytest
-    exit 5 "no tests collected" although the others ran tests."""
-    node.config.stash[_collected_key] = node.config.stash.get(_collected_key, 0) + len(ids)
+    def __init__(self):
+        self.total = 0
+        self.session = None
 
+    def pytest_sessionstart(self, session):
+        self.session = session
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtestloop(session):
-    result = yield
-    if _collected_key in session.config.stash:
-        session.testscollected = session.config.stash[_collected_key]
-    return result
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        self.total += len(ids)
+
+    def _apply(self) -> None:
+        if self.session is not None and self.total:
+            self.session.testscollected = self.total
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report):
+        self._apply()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session):
+        result = yield
+        self._apply()
+        return result
 
 
 def pytest_collection_finish(session):
