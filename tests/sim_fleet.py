@@ -1,4 +1,4 @@
-"""An emulated fleet deployed for real, shared by the integration tests' module fixtures."""
+"""An emulated fleet deployed for real, and its agents' processes, for the integration tests."""
 
 from __future__ import annotations
 
@@ -35,3 +35,21 @@ def deployed_fleet(base: Path, mix: str, models: tuple[str, ...] | None = None, 
         yield state_dir, inv
     finally:
         lifecycle.down(state_dir)
+
+
+def agent_pids(root: str) -> list[int]:
+    """Pids of `fleet-agent --root ROOT serve` processes (the board's agents), by /proc scan."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in argv if a]
+        if "serve" in argv and "--root" in argv and any(a.endswith("fleet-agent") for a in argv):
+            i = argv.index("--root")
+            if i + 1 < len(argv) and argv[i + 1] == root:
+                out.append(int(d.name))
+    return out

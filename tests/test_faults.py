@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sim_fleet import deployed_fleet
+from sim_fleet import agent_pids, deployed_fleet
 
 from fleet.leases import LeaseStore
 from fleet.results.store import Store
@@ -90,24 +90,6 @@ def _signal(pid: int, sig) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def agent_pids(root: str) -> list[int]:
-    """Pids of `fleet-agent --root ROOT serve` processes (the board's agents), by /proc scan."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            argv = (d / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        argv = [a.decode(errors="replace") for a in argv if a]
-        if "serve" in argv and "--root" in argv and any(a.endswith("fleet-agent") for a in argv):
-            i = argv.index("--root")
-            if i + 1 < len(argv) and argv[i + 1] == root:
-                out.append(int(d.name))
-    return out
 
 
 def _wait_for(pred, timeout: float, what: str):

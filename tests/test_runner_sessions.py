@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sim_fleet import deployed_fleet
+from sim_fleet import agent_pids, deployed_fleet
 
 from fleet.inventory import load_inventory
 from fleet.results.store import Store
@@ -103,7 +103,7 @@ def _fleet_test(fleet, workers: int, tag: str, wait: dict | None = None) -> tupl
     proc = subprocess.run([sys.executable, "-m", "fleet.cli", "test", str(fleet["suite"]), "--inventory",
                            str(fleet["inventory"]), "--db", str(db), "-n", str(workers),
                            "--junit", str(fleet["base"] / f"{tag}.xml")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     s = Store(db)
     try:
@@ -111,21 +111,6 @@ def _fleet_test(fleet, workers: int, tag: str, wait: dict | None = None) -> tupl
     finally:
         s.close()
     return [json.loads(x) for x in log.read_text().splitlines()], outcomes
-
-
-def _agents_of(roots) -> list[int]:
-    """Pids of `fleet-agent --root ROOT serve` processes for any of ``roots``."""
-    roots, out = set(roots), []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            argv = [a.decode() for a in (d / "cmdline").read_bytes().split(b"\0") if a]
-        except OSError:
-            continue
-        if "serve" in argv and "--root" in argv and argv[argv.index("--root") + 1] in roots:
-            out.append(int(d.name))
-    return out
 
 
 def test_one_process_opens_ahead_and_closes_after_the_last_test(fleet):
@@ -153,6 +138,6 @@ def test_workers_run_the_boards_they_own_and_leave_no_agent(fleet):
     assert set(outcomes.values()) == {"passed"} and len(outcomes) == 6, outcomes
     assert sorted(r["board"] for r in rows) == sorted(b for b in fleet["roots"] for _ in (1, 2))
     end = time.monotonic() + 10  # an agent exits on its own once its session is closed
-    while (left := _agents_of(fleet["roots"].values())) and time.monotonic() < end:
+    while (left := [p for r in fleet["roots"].values() for p in agent_pids(r)]) and time.monotonic() < end:
         time.sleep(0.1)
     assert not left, f"agents still running after fleet test: {left}"

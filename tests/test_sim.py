@@ -38,13 +38,13 @@ def ssh(board_inv: dict, known_hosts: Path, *cmd: str) -> subprocess.CompletedPr
          "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
          "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
          f"{board_inv['ansible_user']}@{board_inv['ansible_host']}", *cmd],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )
 
 
 def hostvars(inventory: Path) -> dict:
     proc = subprocess.run([ansible_bin("ansible-inventory"), "-i", str(inventory), "--list"],
-                          capture_output=True, text=True, env=ansible_env())
+                          check=False, capture_output=True, text=True, env=ansible_env())
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["_meta"]["hostvars"]
 
@@ -237,8 +237,8 @@ def test_failed_up_removes_what_it_started(tmp_path):
         assert load_state(state_dir) is None and not inv.exists()
         assert not netns.exists(f"{netns.PREFIX}{tag}-sim-pi5-1") and not netns.link_exists(f"fs{tag}h0")
         assert not netns.exists(f"{netns.PREFIX}{tag}-sim-pi5-2")
-        out = subprocess.run(["pgrep", "-af", str(state_dir)], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-af", str(state_dir)], check=False, capture_output=True, text=True).stdout
         assert "sshd" not in out
     finally:
-        subprocess.run(["ip", "link", "del", blocker], capture_output=True)
+        subprocess.run(["ip", "link", "del", blocker], check=False, capture_output=True)
         lifecycle.down(state_dir)

@@ -28,4 +28,4 @@ def pipeline_class(name: str) -> type[Pipeline]:
                               f"use one of {', '.join(sorted(PIPELINES))}") from None
 
 
-__all__ = ["PIPELINES", "Pipeline", "Option", "npu_roles", "pipeline_class"]
+__all__ = ["PIPELINES", "Option", "Pipeline", "npu_roles", "pipeline_class"]
