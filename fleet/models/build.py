@@ -89,9 +89,11 @@ def _version(pkg: str) -> str:
 def exporter_info() -> dict:
     """Versions of the export toolchain (from package metadata, no imports) and the ONNX opset."""
     from fleet.models.onnx_export import OPSET
+    from fleet.models.quantize import QDQ_SCHEME
 
     info = {pkg: _version(pkg) for pkg in EXPORTER_PACKAGES}
     info["opset"] = OPSET
+    info["qdq_scheme"] = QDQ_SCHEME  # a scheme change rebuilds the static INT8 models
     return info
 
 

@@ -281,7 +281,8 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
 
 
 def quantize_int8_static(src: Path, dst: Path, calib: np.ndarray) -> None:
-    """Static INT8 (QDQ, per-channel QInt8 weights, QUInt8 activations) calibrated with MinMax on
+    """Static INT8 (QDQ, per-channel symmetric 8-bit weights, QUInt8 activations: the scheme of
+    ``fleet.models.quantize.qdq_types``) calibrated with MinMax on
     ``calib`` f32 [k * FRAMES, 1024]: what an NPU runs. Dynamic quantization would give
     ConvInteger, which onnxruntime runs slower than fp32 Conv.
 
@@ -291,11 +292,11 @@ def quantize_int8_static(src: Path, dst: Path, calib: np.ndarray) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
-        QuantType,
         quantize_static,
     )
 
     from fleet.models.onnx_export import _quiet
+    from fleet.models.quantize import qdq_types
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -307,7 +308,7 @@ def quantize_int8_static(src: Path, dst: Path, calib: np.ndarray) -> None:
     with _quiet() as out:
         try:
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            **qdq_types())
         except Exception as e:  # onnxruntime raises many exception types
             raise FleetError(f"INT8 quantization of {src.name} failed: {type(e).__name__}: {e}"
                              f"\n{out.getvalue()[-2000:]}", "check onnxruntime's version", exit_code=3) from e

@@ -7,10 +7,22 @@ tensor (Hailo Dataflow Compiler user guide, "Model Optimization"; rknn-toolkit2
 Running such a model in onnxruntime on the CPU gives the numbers the NPU would give, up to the
 rounding of each runtime's kernels; this is what emulated hailo8l/hailo8/rk3588 boards run.
 
-Scheme (``quantize_static``, ``QuantFormat.QDQ``): weights QInt8 symmetric, per output channel
-(``per_channel=True``) or per tensor; activations QUInt8 asymmetric per tensor (onnxruntime's
-x86 U8S8 path; the same 256 levels as an asymmetric int8 NPU activation); calibration method
-MinMax. Measured (fp32 vs emulated, evaluation side of the calibration split):
+Scheme (``quantize_static``, ``QuantFormat.QDQ``): weights 8-bit symmetric, per output channel
+(``per_channel=True``) or per tensor; activations QUInt8 asymmetric per tensor (the same 256
+levels as an asymmetric int8 NPU activation); calibration method MinMax.
+
+The weights are *stored* as QUInt8 with zero point 128 (``WeightSymmetric``), not QInt8: with
+QInt8 weights onnxruntime runs the U8S8 kernels, which on x86 CPUs without AVX-VNNI (AVX2 and
+AVX-512F without VNNI: e.g. AMD EPYC Zen 2/3) multiply with VPMADDUBSW, whose 16-bit
+intermediate sums saturate (onnxruntime docs, "Quantize ONNX models", *When and why do I need to
+try U8U8?*). The emulation then depended on the controller's CPU: the Whisper encoder_npu's
+cosine to fp32 was min 0.975 / mean 0.985 on an AVX2-only AMD EPYC against 0.995 / 0.996 on a
+VNNI machine, and the emulated boards' WER moved from 4.1 % to 5.7 %. The U8U8 kernels widen to
+16 bit before multiplying and are exact on every x86 ISA (and on ARM), so every controller gets
+the same numbers: 0.9952 / 0.9962 on the AVX2 machine (``benchmarks/emulation_fidelity.py
+--targets hailo8l``, evaluation side). The price there is speed: INT8/fp32 time 1.03 where U8S8
+gave 0.79, which an emulation, there for numerics, can pay. An NPU's symmetric int8 weights and
+uint8-with-zero-point-128 weights are the same 8-bit grid up to one level. Measured (fp32 vs emulated, evaluation side of the calibration split):
 
 - per-channel vs per-tensor weights (benchmarks/emulation_fidelity.py --scheme-sweep, 64
   calibration samples): Whisper encoder WER over 11 clips 3.76 % -> 3.76 % (0 transcripts
@@ -34,6 +46,17 @@ from fleet.errors import FleetError
 from fleet.models.calibration import CalibrationSet, load_calibration
 
 CALIBRATION_METHOD = "MinMax"
+#: the QDQ storage scheme; part of the exporter info, so artifacts of an older scheme are rebuilt
+QDQ_SCHEME = "w8-sym-as-u8-zp128/a8-asym-u8 (U8U8 kernels)"
+
+
+def qdq_types() -> dict:
+    """``quantize_static`` keyword arguments of the scheme (see the module docstring): activation
+    and weight types and the symmetric-weight options. Shared by every static QDQ build."""
+    from onnxruntime.quantization import QuantType
+
+    return {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QUInt8,
+            "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False}}
 # Which nodes are quantized (``select_nodes``): the layers with weights (MatMul/Gemm/Conv with a
 # constant operand), i.e. the matrix engines' work, minus the layers fed by a GELU (the FFN
 # down-projection). Measured on MiniLM (cosine vs fp32, 60 held-out texts, MinMax, per-channel;
@@ -136,7 +159,6 @@ def quantize_static_qdq(fp32_graph: Path, calib: CalibrationSet, out_path: Path,
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
-        QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -164,9 +186,8 @@ def quantize_static_qdq(fp32_graph: Path, calib: CalibrationSet, out_path: Path,
                     nodes, kept = nodes + kept, []
                 quantize_static(str(model_in), str(tmp_out), NpzReader(arrays),
                                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=methods[method], nodes_to_quantize=nodes,
-                                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                                **qdq_types())
             except Exception as e:  # onnxruntime raises many exception types
                 raise FleetError(f"static INT8 quantization of {src.name} failed: {type(e).__name__}: {e}"
                                  f"\n{log.getvalue()[-2000:]}",
@@ -177,7 +198,9 @@ def quantize_static_qdq(fp32_graph: Path, calib: CalibrationSet, out_path: Path,
         "quantization": scheme_name(per_channel),
         "quantization_detail": {
             "format": "QDQ",
-            "weights": "int8 symmetric " + ("per output channel" if per_channel else "per tensor"),
+            "weights": "8-bit symmetric " + ("per output channel" if per_channel else "per tensor")
+                       + " (stored uint8, zero point 128)",
+            "scheme": QDQ_SCHEME,
             "activations": "uint8 asymmetric per tensor (static ranges)",
             "calibration_method": method,
             "op_types": list(op_types),

@@ -46,6 +46,7 @@ NPU_EXPORTER_PACKAGES = ("torch", "onnx", "onnxsim", "onnxruntime", "transformer
 def npu_exporter_info() -> dict:
     """Versions of the NPU-graph toolchain (package metadata) plus opset and exporter kind."""
     from fleet.models.npu_graphs import NPU_OPSET
+    from fleet.models.quantize import QDQ_SCHEME
 
     info = {}
     for pkg in NPU_EXPORTER_PACKAGES:
@@ -54,6 +55,7 @@ def npu_exporter_info() -> dict:
         except metadata.PackageNotFoundError:
             info[pkg] = "missing"
     info["opset"] = NPU_OPSET
+    info["qdq_scheme"] = QDQ_SCHEME  # a scheme change rebuilds the static INT8 models
     info["exporter"] = "torchscript"
     return info
 
