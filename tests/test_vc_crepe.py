@@ -19,6 +19,7 @@ import pytest
 
 from device_agent.audio import load_audio
 from device_agent.vc import crepe as vc
+from fleet.datasets.local import require
 from fleet.models import crepe_build
 
 pytestmark = pytest.mark.slow
@@ -89,7 +90,7 @@ def test_onnx_salience_equals_pytorch_on_real_speech(reference):
     import torch
 
     _, model, sess = reference
-    x = load_audio(REPO / "suites" / "datasets" / "speech" / CLIPS[0])
+    x = load_audio(require("speech") / CLIPS[0])
     frames, _ = vc.frame_audio(x, 160)
     with torch.no_grad():
         want = model(torch.from_numpy(frames)).numpy()
@@ -105,7 +106,7 @@ def test_decoded_pitch_agrees_with_torchcrepe_predict(reference, clip, variant, 
     import torch
 
     tc, _, sess = reference
-    x = load_audio(REPO / "suites" / "datasets" / "speech" / clip)
+    x = load_audio(require("speech") / clip)
     frames, rms_db = vc.frame_audio(x, 160)
     sal = vc.run_batched(frames, 64, lambda a: sess[variant].run(["salience"], {"frames": a})[0])
     f0, bins = vc.decode_weighted(sal)

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..protocol import BadInput
 
 FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv")
-_FIX_FORMAT = "see suites/datasets/cranfield/README.md for the collection format"
+_FIX_FORMAT = "see the collection format in docs/contracts.md §5 (data sets)"
 
 
 @dataclass

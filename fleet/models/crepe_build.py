@@ -167,31 +167,25 @@ def make_conv1d(crepe):
 
 
 def speech_frames(n: int = 4 * FRAMES, skip: int = 0) -> np.ndarray:
-    """Real speech frames (f32 [n, 1024], CREPE-normalised) from the shared speech clips,
-    non-silent frames only, from as many clips as needed, after leaving out the first ``skip``
-    (so calibration and verification frames differ).
+    """Real speech frames (f32 [n, 1024], CREPE-normalised) from the speech data set's clips (in
+    the data root, ``$FLEET_DATA``), non-silent frames only, from as many clips as needed, after
+    leaving out the first ``skip`` (so calibration and verification frames differ).
 
     Raises:
-        FleetError: no speech clip found.
+        FleetError: the speech data set is missing from the data root.
     """
     from device_agent.audio import load_audio
     from device_agent.vc.crepe import frame_audio
-    from fleet.paths import project_root
+    from fleet.models.calibration import dataset_folder
 
-    roots = [project_root() / "suites" / "datasets" / "speech", Path("/work/shared/data/speech")]
-    for root in roots:
-        clips = sorted(p for p in root.glob("*") if p.suffix in (".wav", ".flac"))
-        if not clips:
-            continue
-        out = []
-        for c in clips:
-            frames, rms_db = frame_audio(load_audio(c), 160)
-            out.append(frames[rms_db > -40.0])
-            if sum(len(f) for f in out) >= n + skip:
-                break
-        return np.concatenate(out)[skip:skip + n].astype(np.float32)
-    raise FleetError(f"no speech clips to verify CREPE with (looked in {', '.join(map(str, roots))})",
-                     "restore suites/datasets/speech")
+    clips = sorted(p for p in dataset_folder("speech").glob("*") if p.suffix in (".wav", ".flac"))
+    out = []
+    for c in clips:
+        frames, rms_db = frame_audio(load_audio(c), 160)
+        out.append(frames[rms_db > -40.0])
+        if sum(len(f) for f in out) >= n + skip:
+            break
+    return np.concatenate(out)[skip:skip + n].astype(np.float32)
 
 
 def build_cpu(work: Path, report) -> tuple[list[dict], dict]:

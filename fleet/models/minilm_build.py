@@ -96,36 +96,29 @@ def find_verify_texts(n_queries: int = 48, n_docs: int = 24, n_cisi: int = 16) -
     """Real texts to verify with: the first Cranfield queries and documents (titles + abstracts,
     many over 256 tokens) and CISI queries, including its long abstract-queries (58..112).
 
-    Looked up in $FLEET_VERIFY_RAG (a folder holding cranfield/ and cisi/), suites/datasets/, then
-    /work/shared/data/rag.
+    Read from the cranfield and cisi data sets in the data root (``$FLEET_DATA``).
 
     Raises:
-        FleetError: no collection found.
+        FleetError: a collection is missing from the data root.
     """
-    from fleet.paths import project_root
+    from fleet.models.calibration import dataset_folder
 
-    env = os.environ.get("FLEET_VERIFY_RAG")
-    roots = ([Path(env)] if env else []) + [project_root() / "suites" / "datasets",
-                                              Path("/work/shared/data/rag")]
-    for root in roots:
-        cran, cisi = root / "cranfield", root / "cisi"
-        if (cran / "queries.jsonl").is_file() and (cisi / "queries.jsonl").is_file():
-            def rows(p: Path, n: int) -> list[dict]:
-                out = []
-                with open(p, encoding="utf-8") as f:
-                    for line in f:
-                        if line.strip():
-                            out.append(json.loads(line))
-                        if len(out) >= n:
-                            break
-                return out
-            texts = [q["text"] for q in rows(cran / "queries.jsonl", n_queries)]
-            texts += [f"{d['title']} {d['text']}".strip() for d in rows(cran / "corpus.jsonl", n_docs)]
-            cq = rows(cisi / "queries.jsonl", 112)
-            texts += [q["text"] for q in cq[: n_cisi // 2] + cq[-(n_cisi - n_cisi // 2):]]
-            return [t for t in texts if t.strip()]
-    raise FleetError(f"no RAG collection to verify the build with (looked in {', '.join(map(str, roots))})",
-                     "set FLEET_VERIFY_RAG to a folder holding cranfield/ and cisi/ (shared/data/rag)")
+    cran, cisi = dataset_folder("cranfield"), dataset_folder("cisi")
+
+    def rows(p: Path, n: int) -> list[dict]:
+        out = []
+        with open(p, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    out.append(json.loads(line))
+                if len(out) >= n:
+                    break
+        return out
+    texts = [q["text"] for q in rows(cran / "queries.jsonl", n_queries)]
+    texts += [f"{d['title']} {d['text']}".strip() for d in rows(cran / "corpus.jsonl", n_docs)]
+    cq = rows(cisi / "queries.jsonl", 112)
+    texts += [q["text"] for q in cq[: n_cisi // 2] + cq[-(n_cisi - n_cisi // 2):]]
+    return [t for t in texts if t.strip()]
 
 
 def make_wrapper(bert):

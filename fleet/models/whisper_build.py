@@ -115,22 +115,21 @@ def expected_files() -> list[tuple[str, str, str]]:
 
 
 def find_verify_clip() -> Path:
-    """The verification clip: $FLEET_VERIFY_AUDIO, else the repo's suites/datasets/speech/.
+    """The verification clip: $FLEET_VERIFY_AUDIO, else ``VERIFY_CLIP`` of the speech data set in
+    the data root (``$FLEET_DATA``).
 
     Raises:
-        FleetError: none found.
+        FleetError: $FLEET_VERIFY_AUDIO names no file, or the speech data set is missing.
     """
-    from fleet.paths import project_root
+    from fleet.models.calibration import dataset_folder
 
     env = os.environ.get("FLEET_VERIFY_AUDIO")
-    cands = [Path(env)] if env else []
-    cands += [project_root() / "suites" / "datasets" / "speech" / VERIFY_CLIP]
-    for c in cands:
-        if c.is_file():
-            return c
-    looked = ", ".join(map(str, cands))
-    raise FleetError(f"no speech clip to verify the build with (looked for {looked})",
-                     "set FLEET_VERIFY_AUDIO to a 16 kHz English speech wav/flac under 10 s")
+    if env:
+        if not Path(env).is_file():
+            raise FleetError(f"FLEET_VERIFY_AUDIO={env}: no such file",
+                             "set FLEET_VERIFY_AUDIO to a 16 kHz English speech wav/flac under 10 s, or unset it")
+        return Path(env)
+    return dataset_folder("speech") / VERIFY_CLIP
 
 
 def build_cpu(work: Path, report) -> tuple[list[dict], dict]:

@@ -138,8 +138,16 @@ class Suite:
         return dict(self.thresholds.get(board.board_class, {}))
 
     def dataset_dir(self) -> Path:
-        """Controller-side copy of the dataset: suites/datasets/<dataset>."""
-        return self.dir.parent / "datasets" / self.dataset
+        """The suite's data set in the controller's data root ($FLEET_DATA; docs/contracts.md §5),
+        every file present with its catalog size.
+
+        Raises:
+            FleetError: unknown data set, or missing from the data root (the fix names
+                ``fleet datasets fetch`` and FLEET_DATA).
+        """
+        from fleet.datasets.local import require
+
+        return require(self.dataset)
 
     def dataset_items(self) -> list[dict]:
         """Entries of the dataset's manifest.jsonl (each has at least ``id``, ``audio``/``text``).
