@@ -185,7 +185,7 @@ def quantize_int8_per_channel(src: Path, dst: Path) -> None:
                              weight_type=QuantType.QInt8, per_channel=True)
         except Exception as e:  # onnxruntime raises many exception types
             raise FleetError(f"INT8 quantization of {src.name} failed: {type(e).__name__}: {e}"
-                             f"\n{out.getvalue()[-2000:]}", "see models.md §8", exit_code=3) from e
+                             f"\n{out.getvalue()[-2000:]}", "see docs/reference/models.md §8", exit_code=3) from e
 
 
 def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
@@ -220,7 +220,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
         st = SentenceTransformer(str(model_dir), device="cpu")
         if st.max_seq_length != SEQ:
             raise FleetError(f"{model_dir}: max_seq_length {st.max_seq_length}, expected {SEQ}",
-                             f"pin {PACKAGE} to the version in models.md §8", exit_code=3)
+                             f"pin {PACKAGE} to the version in docs/reference/models.md §8", exit_code=3)
         bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
         wrapper = make_wrapper(bert)
         tok = configure_tokenizer(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
@@ -291,7 +291,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
                 if not c.min() >= floor:
                     raise FleetError(f"verification failed: {fname} cosine to sentence-transformers "
                                      f"{c.min():.6f} < {floor}", "check the export / INT8 recipe "
-                                     "(models.md §8)", exit_code=3)
+                                     "(docs/reference/models.md §8)", exit_code=3)
                 s["detail"] = f"cosine min {c.min():.6f} mean {c.mean():.6f} over {len(texts)} texts"
         if not static:  # a batch with padding must give the same vectors as one-by-one
             sess = session(work / f"{role}.onnx")

@@ -151,7 +151,7 @@ def export_npu_onnx(module, args: tuple, path: Path, inputs: list[dict],
         except Exception as e:  # the exporter raises many types; report them the same way
             raise FleetError(f"ONNX export of {type(module).__name__} to {path} failed: "
                              f"{type(e).__name__}: {e}\n{log.getvalue()[-2000:]}",
-                             "check the torch version against models.md §1", exit_code=3) from e
+                             "check the torch version against docs/reference/models.md §1", exit_code=3) from e
         try:
             model, ok = onnxsim.simplify(onnx.load(str(path)),
                                          overwrite_input_shapes={i["name"]: i["shape"]

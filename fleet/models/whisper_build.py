@@ -252,7 +252,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
     m["opset"] = opset_of(work / "encoder.onnx")
     if m["opset"] != OPSET:
         raise FleetError(f"the exporter wrote opset {m['opset']}, expected {OPSET}",
-                         "check the torch/onnxscript versions against models.md §1", exit_code=3)
+                         "check the torch/onnxscript versions against docs/reference/models.md §1", exit_code=3)
 
     with report.step("check onnxruntime fp32 vs torch") as s:
         enc_s, ckv_s, dec_s = (session(work / f"{r}.onnx") for r in ONNX_ROLES)
@@ -332,7 +332,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
         if not m["int8_wer_vs_fp32"] <= MAX_INT8_WER:
             raise FleetError(f"verification failed: INT8 transcript {int8_text!r} differs from "
                              f"fp32 {fp32_text!r} (word distance {m['int8_wer_vs_fp32']:.0%} > "
-                             f"{MAX_INT8_WER:.0%})", "check the INT8 recipe (models.md §5)",
+                             f"{MAX_INT8_WER:.0%})", "check the INT8 recipe (docs/reference/models.md §5)",
                              exit_code=3)
         s["detail"] = (f"word distance to fp32 {m['int8_wer_vs_fp32']:.0%}: {int8_text!r}")
         del enc_q, ckv_q, dec_q
@@ -374,7 +374,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
             raise FleetError(f"verification failed: CTranslate2 int8 transcript {ct2_text!r} "
                              f"differs from ONNX int8 {int8_text!r} (word distance "
                              f"{m['ct2_int8_wer_vs_onnx_int8']:.0%} > {MAX_INT8_WER:.0%})",
-                             "check the ctranslate2 version against models.md §1", exit_code=3)
+                             "check the ctranslate2 version against docs/reference/models.md §1", exit_code=3)
         s["detail"] = (f"word distance to ONNX int8 {m['ct2_int8_wer_vs_onnx_int8']:.0%}: "
                        f"{ct2_text!r}")
 

@@ -139,7 +139,7 @@ def compile_hef(graph: Path, inputs: list[dict], outputs: list[dict],
             raise FleetError(f"Hailo DFC {version} {name} of {Path(graph).name} for {hw_arch} "
                              f"failed: {type(e).__name__}: {e}",
                              "check the graph against the DFC's supported layers (Hailo "
-                             "Dataflow Compiler user guide); see device_apis.md §2",
+                             "Dataflow Compiler user guide); see docs/reference/device_apis.md §2",
                              exit_code=3) from e
         seconds[name] = round(time.perf_counter() - t0, 3)
         return r
