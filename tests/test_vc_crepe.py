@@ -31,7 +31,7 @@ CLIPS = ("2412-153948-0002.flac", "LJ002-0020.wav")  # a LibriSpeech and an LJ S
 
 def test_torchaudio_is_not_installed_in_the_venv():
     """torchaudio 2.11 (what pip pulls for torchcrepe) breaks torch 2.13 and transformers:
-    torchcrepe is installed --no-deps and torchaudio must stay out (models.md §8)."""
+    torchcrepe is installed --no-deps and torchaudio must stay out (docs/reference/models.md §8)."""
     with pytest.raises(metadata.PackageNotFoundError):
         metadata.distribution("torchaudio")
     assert metadata.version("torchcrepe") == crepe_build.PACKAGE_VERSION

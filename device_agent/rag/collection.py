@@ -1,4 +1,4 @@
-"""An IR test collection in the fleet format (shared/data/rag/*/README.md):
+"""An IR test collection in the fleet format (docs/contracts.md §5, data sets):
 
     corpus.jsonl   {"id": str, "title": str, "text": str}   one object a line
     queries.jsonl  {"id": str, "text": str}

@@ -4,7 +4,7 @@ Each check yields a :class:`Finding` ``{check, status, detail, fix}`` with statu
 ``fail``, ``warn`` or ``n/a``. A board *fails* when any finding is ``fail``; ``fleet test``
 refuses such a board (``fleet.runner.plugin``) unless told to run anyway.
 
-Rules and fixes (reference/device_apis.md):
+Rules and fixes (docs/reference/device_apis.md):
 
 - HailoRT library == hailo_pci driver == firmware, major.minor.revision (§5.1: HailoRT's
   ``validate_driver_version``: "Driver version (X) is different from library version (Y)",

@@ -44,7 +44,7 @@ from fleet.errors import FleetError
 
 SPLIT_MOD = 4           # ~1 in 4 items calibrates (speech: 9 of 20 clips by chance; texts 818 of 3195)
 WINDOW_OFFSETS_S = tuple(0.5 * k for k in range(16))  # start offsets (s) of extra windows per clip
-SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362   # Whisper tiny.en tokenizer.json (models.md §4)
+SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362   # Whisper tiny.en tokenizer.json (docs/reference/models.md §4)
 MINILM_SEQ = 256        # all-MiniLM-L6-v2 max_seq_length (sentence_bert_config.json)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: fixed, so the bytes are stable
 

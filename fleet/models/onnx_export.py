@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fleet.errors import FleetError
 
-OPSET = 20  # what torch 2.13's dynamo exporter emits by default (models.md §5); pinned here
+OPSET = 20  # what torch 2.13's dynamo exporter emits by default (docs/reference/models.md §5); pinned here
 
 # onnx TensorProto element type -> dtype name used in manifest.json
 _ELEM = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
@@ -125,7 +125,7 @@ def quantize_int8(src: Path, dst: Path, strip_value_info: bool = False) -> None:
         src: fp32 ONNX file.
         dst: output file.
         strip_value_info: clear ``graph.value_info`` first. Needed for the dynamo decoder,
-            together with an untied output projection (models.md §5: otherwise
+            together with an untied output projection (docs/reference/models.md §5: otherwise
             "ShapeInferenceError ... (384) vs (51864)").
 
     Raises:

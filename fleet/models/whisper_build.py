@@ -1,6 +1,6 @@
 """Build the cpu (ONNX) artifacts of whisper-tiny.en into a folder, verifying every step.
 
-Steps (shared/reference/models.md §4–§6, docs/contracts.md §3):
+Steps (docs/reference/models.md §4–§6, docs/contracts.md §3):
  1. read the pinned CT2 model.bin, map it to HF Whisper (fp32, eager);
  2. check the numpy mel against WhisperFeatureExtractor on a real clip;
  3. check the torch wrappers against CTranslate2 float32 (encoder output, decoder logits);
@@ -32,7 +32,7 @@ from fleet.models.verify import check_close, greedy_decode, session, word_error_
 
 MODEL = "whisper-tiny.en"
 
-# Tolerances (max abs diff). models.md §4 measured: mel 3e-5, 10 s encoder vs CT2 2.0e-4,
+# Tolerances (max abs diff). docs/reference/models.md §4 measured: mel 3e-5, 10 s encoder vs CT2 2.0e-4,
 # decoder logits vs CT2 <= 3.5e-5. The brief allows 1e-3 for encoder and logits.
 TOL_MEL = 1e-4
 TOL_ENCODER_CT2 = 1e-3
@@ -44,8 +44,8 @@ MAX_INT8_WER = 0.25  # int8 transcript vs fp32 transcript (word edit distance / 
 # 2-token prompt (measured), so this allows the 222 that generation.json allows.
 CT2_MAX_LENGTH = 444
 
-# The verification clip: LibriSpeech dev-clean 1272-141231-0009 (8.6 s, CC BY 4.0), see
-# shared/data/speech/README.md.
+# The verification clip: LibriSpeech dev-clean 1272-141231-0009 (8.6 s, CC BY 4.0), see the speech
+# data set's README (fleet/datasets/catalog/speech/README.md).
 VERIFY_CLIP = "1272-141231-0009.wav"
 VERIFY_TEXT = ("THE CONTESTANTS IN THE TWENTIES NEEDED UNDISTURBED REST THEREFORE NIGHTS IN THE "
                "DORMITORIES WERE AS QUIET AS DEATH")

@@ -5,7 +5,8 @@ suite.yml keys:
     name: str                        suite name (default: folder name)
     pipeline: str                    a device_agent pipeline, e.g. asr.whisper_hybrid
     model: str                       the artifact set the pipeline loads, e.g. whisper-tiny.en
-    dataset: str                     folder under suites/datasets/, deployed to fleet_root/data/<dataset>
+    dataset: str                     a catalog data set (fleet datasets list), read from the data root
+                                     ($FLEET_DATA) and deployed to fleet_root/data/<dataset>
     requires: {accelerators: [..], boards: [..]}   which boards the suite runs on (default: all)
     options: {..}                    pipeline options passed with every request
     request_timeout_s: float         per-request timeout (s), default 120
