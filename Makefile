@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 # postgresql: the tests start a throwaway PostgreSQL server from its binaries (results store over a URL).
 APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium postgresql
 
-.PHONY: setup system-deps demo test models models-npu sim-down clean
+.PHONY: setup system-deps data demo test models models-npu sim-down clean
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,7 +35,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-models: setup
+# The data sets live outside the repository, in the data root: $FLEET_DATA, else ../shared/data
+# beside the checkout (CI, the lab), else ~/.cache/fleet/data. Whatever it lacks is downloaded from
+# the public origins in fleet/datasets/catalog and checked by sha256; what it has is only verified.
+data: setup
+	$(BIN)/fleet datasets fetch
+
+models: data
 	$(BIN)/fleet models build whisper-tiny.en
 	$(BIN)/fleet models build minilm-l6-v2
 	$(BIN)/fleet models build crepe-tiny

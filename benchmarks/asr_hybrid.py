@@ -191,13 +191,16 @@ class Child:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, default=Path(os.environ.get("FLEET_ARTIFACTS", REPO / "artifacts")))
-    ap.add_argument("--speech", type=Path, default=REPO / "suites" / "datasets" / "speech")
+    ap.add_argument("--speech", type=Path, default=None,
+                    help="clips + manifest.jsonl (default: the speech data set in the data root, $FLEET_DATA)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--json", type=Path, help="also write the rows (with hypotheses) here")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
-    args.artifacts, args.speech = args.artifacts.resolve(), args.speech.resolve()
+    from fleet.datasets.local import require
+
+    args.artifacts, args.speech = args.artifacts.resolve(), (args.speech or require("speech")).resolve()
 
     if args.one:
         return serve_variant(args.one, args)

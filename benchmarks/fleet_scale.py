@@ -65,7 +65,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SUITE = REPO / "benchmarks" / "suites" / "fleet_trivial"
-SPEECH = REPO / "suites" / "datasets" / "speech"
 MODEL = "whisper-tiny.en"
 GOAL_OVERHEAD_MS = 20.0  # issue 8 §5
 GOAL_RATIO = 3.0  # issue 8 §5: 24 boards' trivial-suite wall time <= 3x one board's
@@ -199,9 +198,11 @@ def template_venv(work: Path, roots: list[Path]) -> Path:
 
 def lay_out_fast(boards, artifacts: Path, work: Path) -> float:
     """Fast local layout for every board without a deployed agent; returns seconds spent."""
+    from fleet.datasets.local import require
     from fleet.deploy.local import lay_out_board
 
     t0 = time.perf_counter()
+    speech = require("speech")
     roots = [Path(b.fleet_root) for b in boards]
     venv = None
     for b in boards:
@@ -213,7 +214,7 @@ def lay_out_fast(boards, artifacts: Path, work: Path) -> float:
             venv = template_venv(work, roots)
             print(f"  agent venv for the local layout: {venv} ({time.perf_counter() - tv:.1f} s)", flush=True)
         lay_out_board(root, artifacts, board=b.board, accelerator=b.accelerator, emulated=True,
-                      models=(MODEL,), data={"speech": SPEECH})
+                      models=(MODEL,), data={"speech": speech})
         if (root / "venv").is_symlink() or not (root / "venv").exists():
             if (root / "venv").is_symlink():
                 (root / "venv").unlink()

@@ -189,7 +189,7 @@ def markdown(results: dict, meta: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, default=Path(os.environ.get("FLEET_ARTIFACTS", REPO / "artifacts")))
-    ap.add_argument("--data", type=Path, default=REPO / "suites" / "datasets")
+    ap.add_argument("--data-root", type=Path, default=None, help="data root holding the collections (default $FLEET_DATA …)")
     ap.add_argument("--collections", default="cranfield,cisi")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--threads", type=int, default=2)
@@ -207,6 +207,7 @@ def main(argv=None) -> int:
     import torch
 
     from device_agent.agent import cpu_info
+    from fleet.datasets.local import require
 
     meta = {"cpu": cpu_info()["model"], "cpus": os.cpu_count(), "threads": args.threads,
             "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()), "python": platform.python_version(),
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
         systems = load_systems(names, mdir, Path(work), args.threads)
         for c in args.collections.split(","):
             print(f"collection {c}", file=sys.stderr, flush=True)
-            results[c] = bench_collection(systems, args.data / c, args.threads)
+            results[c] = bench_collection(systems, require(c, args.data_root), args.threads)
     meta["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     md = markdown(results, meta)
     print(md)

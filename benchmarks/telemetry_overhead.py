@@ -162,11 +162,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="latency part: passes over the clips")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--artifacts", type=Path, default=Path(os.environ.get("FLEET_ARTIFACTS", REPO / "artifacts")))
-    ap.add_argument("--speech", type=Path, default=REPO / "suites" / "datasets" / "speech")
+    ap.add_argument("--speech", type=Path, default=None,
+                    help="clips + manifest.jsonl (default: the speech data set in the data root, $FLEET_DATA)")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    args.artifacts, args.speech = args.artifacts.resolve(), args.speech.resolve()
+    from fleet.datasets.local import require
+
+    args.artifacts, args.speech = args.artifacts.resolve(), (args.speech or require("speech")).resolve()
 
     result: dict = {"cpus": os.cpu_count(), "load_start": os.getloadavg()}
     path = os.environ["PATH"]

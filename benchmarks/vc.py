@@ -35,13 +35,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SPEECH = ROOT / "suites" / "datasets" / "speech"
 TARGET_RTF = 0.1
 STAGES = ("load", "pitch", "pitch_decode", "analysis", "conversion", "synthesis")
 
 
+def speech_dir() -> Path:
+    """The speech data set in the data root ($FLEET_DATA; a FleetError says how to fetch it)."""
+    from fleet.datasets.local import require
+
+    return require("speech")
+
+
 def clips(n: int) -> list[dict]:
-    items = [json.loads(x) for x in (SPEECH / "manifest.jsonl").read_text().splitlines() if x.strip()]
+    items = [json.loads(x) for x in (speech_dir() / "manifest.jsonl").read_text().splitlines() if x.strip()]
     return items[:n] if n else items
 
 
@@ -100,13 +106,13 @@ def bench_trackers(items: list[dict]) -> dict:
     from device_agent.vc import world
 
     tr = trackers()
-    warm = load_audio(SPEECH / items[0]["audio"])
+    warm = load_audio(speech_dir() / items[0]["audio"])
     for f in tr.values():
         f(warm)
     stats = {k: {"s": 0.0, "ok": 0, "n": 0} for k in tr}
     audio_s = 0.0
     for it in items:
-        x = load_audio(SPEECH / it["audio"])
+        x = load_audio(speech_dir() / it["audio"])
         audio_s += len(x) / 16000
         ref = world.reference_f0(x.astype(np.float64), 16000, "harvest")
         for name, f in tr.items():
@@ -131,7 +137,7 @@ def bench_pipeline(items: list[dict]) -> dict:
         for label, (board, acc, emu) in {"cpu_fp32": ("cpu", "cpu", False),
                                          "emulated_int8": ("rk3588", "rk3588", True)}.items():
             root = lay_out_board(Path(tmp) / label, ROOT / "artifacts", board=board, accelerator=acc,
-                                 emulated=emu, models=("crepe-tiny",), data={"speech": SPEECH})
+                                 emulated=emu, models=("crepe-tiny",), data={"speech": speech_dir()})
             agent = Agent(load_config(root), sensors=[])
             for hop in (10, 20):
                 opts = {"semitones": 3.0, "metrics": False, "write_output": False, "crepe_hop_ms": hop,
@@ -166,7 +172,7 @@ def quality(items: list[dict], hop: int = 10) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = lay_out_board(Path(tmp) / "b", ROOT / "artifacts", board="rk3588", accelerator="rk3588",
-                             emulated=True, models=("crepe-tiny",), data={"speech": SPEECH})
+                             emulated=True, models=("crepe-tiny",), data={"speech": speech_dir()})
         agent = Agent(load_config(root), sensors=[])
         for it in items:
             path = f"data/speech/{it['audio']}"

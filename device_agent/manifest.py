@@ -142,7 +142,7 @@ def verify(artifact: Artifact) -> str:
 
 
 #: NPU artifact formats and the runtime that refuses a file built for another chip
-#: (device_apis.md §5.3: HailoRT "HEF format is not compatible with device", HAILO_INVALID_HEF;
+#: (docs/reference/device_apis.md §5.3: HailoRT "HEF format is not compatible with device", HAILO_INVALID_HEF;
 #: an .rknn is built for one ``target_platform``, §3.2).
 NPU_FORMATS = {"hef": "HailoRT", "rknn": "the RKNN runtime"}
 #: (artifact arch, board accelerator) pairs that run although they differ: HailoRT configures a

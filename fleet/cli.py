@@ -17,6 +17,7 @@ from fleet.errors import FleetError
 # (module with register()) in the order they appear in --help
 COMMANDS = [
     "fleet.sim.cli",
+    "fleet.datasets.cli",
     "fleet.deploy.cli",
     "fleet.models.cli",
     "fleet.toolchain.cli",

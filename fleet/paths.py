@@ -36,3 +36,27 @@ def runs_dir() -> Path:
 def default_db() -> Path:
     """The SQLite results store."""
     return Path(os.environ.get("FLEET_DB", project_root() / "results" / "fleet.db"))
+
+
+def data_root() -> Path:
+    """The data root: the folder the data sets are read from (``docs/contracts.md`` §5).
+
+    ``$FLEET_DATA`` when set; else ``../shared/data`` beside the checkout this package runs from
+    when that folder exists (a lab or CI machine that keeps one copy of the data next to its
+    clones; found from the code's location, so ``$FLEET_HOME`` and the CWD do not move it); else
+    ``$XDG_CACHE_HOME/fleet/data`` (default ``~/.cache/fleet/data``), where ``fleet datasets fetch``
+    puts what it downloads. The folder need not exist yet.
+    """
+    env = os.environ.get("FLEET_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    beside = shared_data_beside_checkout()
+    if beside.is_dir():
+        return beside.resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return (Path(cache) / "fleet" / "data").resolve()
+
+
+def shared_data_beside_checkout() -> Path:
+    """``../shared/data`` beside the checkout this package runs from (may not exist)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data"

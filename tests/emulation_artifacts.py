@@ -4,7 +4,7 @@ INT8 emulation models, made the way ``fleet models build --target`` makes them
 neither torch export nor an NPU toolchain.
 
 Whisper: the cpu encoder [1,80,1000] is wrapped into the NPU layout, NHWC mel [1,1,1000,80]
-(Reshape + Transpose in front of the same graph, as the Hailo graph does, models.md §5), then
+(Reshape + Transpose in front of the same graph, as the Hailo graph does, docs/reference/models.md §5), then
 quantized; MiniLM: the static [1,256] encoder. Entries: role ``encoder_npu``, variant ``int8``,
 format onnx, target = the NPU target (docs/contracts.md §3, fleet/models/target_build.py).
 """

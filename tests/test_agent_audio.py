@@ -1,6 +1,5 @@
 """Audio loading (device_agent.audio), window cutting, and the numpy log-mel vs transformers."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,9 @@ from device_agent.audio import load_audio
 from device_agent.mel import N_FRAMES, hann_window, log_mel
 from device_agent.pipelines.asr_whisper import split_windows
 from device_agent.protocol import BadInput
+from fleet.datasets.local import require
 
-SPEECH = Path(__file__).resolve().parents[1] / "suites" / "datasets" / "speech"
+SPEECH = require("speech")  # in the data root ($FLEET_DATA)
 
 
 def tone(seconds, sr=16000, f=440.0):

@@ -1,5 +1,5 @@
 """Backends: onnx on a tiny real model; hailo and rknn against fake vendor modules that follow
-the documented API shapes (reference/device_apis.md §1.1 HailoRT 4.23, §3.1 RKNNLite 2.3.2)."""
+the documented API shapes (docs/reference/device_apis.md §1.1 HailoRT 4.23, §3.1 RKNNLite 2.3.2)."""
 
 import sys
 import types

@@ -18,12 +18,13 @@ import pytest
 from device_agent.agent import Agent
 from device_agent.config import load_config
 from device_agent.protocol import BadInput, ModelError, decode_reply
+from fleet.datasets.local import require
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("FLEET_ARTIFACTS", REPO / "artifacts"))
-SPEECH = Path(os.environ.get("FLEET_SPEECH", Path(__file__).resolve().parents[1] / "suites" / "datasets" / "speech"))
+SPEECH = require("speech")  # in the data root ($FLEET_DATA)
 MODEL = "whisper-tiny.en"
 PIPE = "asr.whisper_hybrid"
 RESULT_KEYS = {"pipeline", "text", "tokens", "audio_s", "windows", "stages", "total_ms", "rtf",

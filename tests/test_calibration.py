@@ -32,7 +32,7 @@ MINILM = ARTIFACTS / "cpu" / "minilm-l6-v2" / "encoder_static.onnx"
 def test_split_is_disjoint_and_covers_everything():
     cal, ev = speech_items(split="calibration"), speech_items(split="evaluation")
     assert cal and ev and not {c["id"] for c in cal} & {c["id"] for c in ev}
-    assert len(cal) + len(ev) == 20  # suites/datasets/speech
+    assert len(cal) + len(ev) == 20  # the speech data set
     tc, te = rag_texts(split="calibration"), rag_texts(split="evaluation")
     assert not {t["key"] for t in tc} & {t["key"] for t in te}
     assert 0.15 < len(tc) / (len(tc) + len(te)) < 0.35  # about 1 in 4

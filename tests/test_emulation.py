@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from emulation_artifacts import REPO, shared_root
+from emulation_artifacts import shared_root
 
 from device_agent.backends import create_backends
 from device_agent.backends.base import Backend, LoadedModel, TensorInfo
@@ -18,11 +18,12 @@ from device_agent.parity import cosine
 from device_agent.pipelines.asr_whisper import WhisperHybrid, mel_layout
 from device_agent.pipelines.rag_hybrid import RagHybrid
 from device_agent.protocol import BadInput, ModelError
+from fleet.datasets.local import require
 from fleet.deploy.artifacts import load_manifest, select
 from fleet.deploy.local import lay_out_board
 from fleet.inventory import Board
 
-SPEECH = REPO / "suites" / "datasets" / "speech"
+SPEECH = require("speech")  # in the data root ($FLEET_DATA)
 CLIP = "data/speech/2035-147960-0005.wav"  # evaluation side of the calibration split
 
 

@@ -66,7 +66,6 @@ def fleet(tmp_path_factory):
     base = tmp_path_factory.mktemp("netfault")
     suite = base / "suite"
     suite.mkdir()
-    (base / "datasets").symlink_to(ROOT / "suites" / "datasets")  # suite.dataset_items() looks beside the suite
     (suite / "suite.yml").write_text(SUITE_YML)
     (suite / "test_netfault_suite.py").write_text(SUITE_TESTS)
     with deployed_fleet(base, "pi5-hailo8l:1,rk3588:1", ("whisper-tiny.en",), use_netns=True) as (state_dir, inv):

@@ -5,7 +5,6 @@ gets a clear BadInput naming file and line, or is kept and counted — never dro
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,13 +12,14 @@ import pytest
 
 from device_agent.protocol import BadInput
 from device_agent.rag.collection import doc_text, load_collection
+from fleet.datasets.local import require
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FLEET_RAG_DATA", REPO / "suites" / "datasets"))
+CRANFIELD, CISI = require("cranfield"), require("cisi")  # in the data root ($FLEET_DATA)
 
 
 def test_cranfield_counts():
-    c = load_collection(DATA / "cranfield")
+    c = load_collection(CRANFIELD)
     assert (len(c.doc_ids), len(c.queries)) == (1400, 225)
     assert sum(len(v) for v in c.qrels.values()) == 1612
     assert c.empty_docs == ["471", "995"]          # README quirk 5: kept, listed
@@ -32,7 +32,7 @@ def test_cranfield_counts():
 
 
 def test_cisi_counts():
-    c = load_collection(DATA / "cisi")
+    c = load_collection(CISI)
     assert (len(c.doc_ids), len(c.queries), sum(len(v) for v in c.qrels.values())) == (1460, 112, 3114)
     assert len(c.judged_queries()) == 76 and c.empty_docs == []
 
@@ -132,7 +132,7 @@ def test_not_json_line_and_blank_lines_counted(tmp_path):
 def test_real_collection_copy_with_a_broken_byte(tmp_path):
     """A real collection with one corrupted byte fails with the line of that document."""
     d = tmp_path / "cran"
-    shutil.copytree(DATA / "cranfield", d)
+    shutil.copytree(CRANFIELD, d)
     (d / "corpus.jsonl").chmod(0o644)
     raw = bytearray((d / "corpus.jsonl").read_bytes())
     line_starts = [0] + [i + 1 for i, b in enumerate(raw) if b == 0x0A]

@@ -4,7 +4,6 @@ against ir-measures (pytrec_eval underneath) on real BM25 runs over Cranfield an
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,10 @@ import pytest
 from device_agent.rag import fusion, ir_metrics
 from device_agent.rag.collection import load_collection
 from device_agent.rag.index import BM25Index
+from fleet.datasets.local import require
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FLEET_RAG_DATA", REPO / "suites" / "datasets"))
+CRANFIELD, CISI = require("cranfield"), require("cisi")  # in the data root ($FLEET_DATA)
 
 
 def test_ndcg_hand_computed():
@@ -72,7 +72,7 @@ def _bm25_run(col, depth=100):
 def test_metrics_match_ir_measures_on_real_runs(name):
     """Our nDCG@10, R@5, R@10, RR@10 equal ir-measures' (pytrec_eval) on a real BM25 run."""
     ir_measures = pytest.importorskip("ir_measures")
-    col = load_collection(DATA / name)
+    col = load_collection(require(name))
     raw = _bm25_run(col)
     ours = ir_metrics.evaluate({q: ids for q, (ids, _) in raw.items()}, col.qrels)
     # strictly decreasing scores by rank, so trec_eval's tie-breaking cannot reorder the run
@@ -107,7 +107,7 @@ def test_board_side_imports_and_bm25_without_scipy():
         "import device_agent.pipelines.rag_hybrid\n"
         "from device_agent.rag.collection import load_collection\n"
         "from device_agent.rag.index import BM25Index\n"
-        f"c = load_collection({str(DATA / 'cranfield')!r})\n"
+        f"c = load_collection({str(CRANFIELD)!r})\n"
         "keep = [i for i, t in enumerate(c.doc_texts) if t]\n"
         "ix = BM25Index([c.doc_ids[i] for i in keep], [c.doc_texts[i] for i in keep])\n"
         "bad = sorted({m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}"
@@ -117,7 +117,7 @@ def test_board_side_imports_and_bm25_without_scipy():
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["bad"] == []
-    col = load_collection(DATA / "cranfield")
+    col = load_collection(CRANFIELD)
     keep = [i for i, t in enumerate(col.doc_texts) if t]
     ix = BM25Index([col.doc_ids[i] for i in keep], [col.doc_texts[i] for i in keep])
     assert out["top"] == {q: ix.search(t, 10)[0] for q, t in col.queries[:30]}

@@ -20,12 +20,13 @@ import pytest
 from device_agent.agent import Agent
 from device_agent.config import load_config
 from device_agent.protocol import BadInput, ModelError
+from fleet.datasets.local import require
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("FLEET_ARTIFACTS", REPO / "artifacts"))
-DATA = Path(os.environ.get("FLEET_RAG_DATA", REPO / "suites" / "datasets"))
+CRANFIELD, CISI = require("cranfield"), require("cisi")  # in the data root ($FLEET_DATA)
 MODEL = "minilm-l6-v2"
 PIPE = "rag.hybrid"
 N_DOCS = 300
@@ -40,12 +41,12 @@ def make_slice(dst: Path) -> Path:
     """Cranfield docs 1..300, all its queries with their judgements on those docs, and two long
     CISI queries judged against doc 1."""
     dst.mkdir(parents=True)
-    docs = _jsonl(DATA / "cranfield" / "corpus.jsonl")[:N_DOCS]
+    docs = _jsonl(CRANFIELD / "corpus.jsonl")[:N_DOCS]
     keep = {d["id"] for d in docs}
-    queries = _jsonl(DATA / "cranfield" / "queries.jsonl")
-    cisi = {q["id"]: q for q in _jsonl(DATA / "cisi" / "queries.jsonl")}
+    queries = _jsonl(CRANFIELD / "queries.jsonl")
+    cisi = {q["id"]: q for q in _jsonl(CISI / "queries.jsonl")}
     queries += [{"id": f"cisi{i}", "text": cisi[i]["text"]} for i in LONG_CISI]
-    rows = [r for r in (DATA / "cranfield" / "qrels.tsv").read_text().splitlines() if r.split("\t")[1] in keep]
+    rows = [r for r in (CRANFIELD / "qrels.tsv").read_text().splitlines() if r.split("\t")[1] in keep]
     rows += [f"cisi{i}\t1\t1" for i in LONG_CISI]
     (dst / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     (dst / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
@@ -181,7 +182,7 @@ def test_embedding_parity_vs_sentence_transformers(board, agent, sentence_transf
 def test_search_long_query_is_truncated(agent):
     from device_agent.rag.collection import load_collection
 
-    col = load_collection(DATA / "cisi")
+    col = load_collection(CISI)
     text = dict(col.queries)["90"]
     r = run(agent, task="search", query=text, top_k=5)
     assert r["truncated"] is True

@@ -1,5 +1,5 @@
 """Stack fingerprint collectors (device_agent.stack) driven by recorded outputs in the documented
-formats (tests/fixtures/stack/README.md; reference/device_apis.md §1.6, §4.1, §4.2, §5.5)."""
+formats (tests/fixtures/stack/README.md; docs/reference/device_apis.md §1.6, §4.1, §4.2, §5.5)."""
 
 from __future__ import annotations
 

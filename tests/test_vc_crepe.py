@@ -19,6 +19,7 @@ import pytest
 
 from device_agent.audio import load_audio
 from device_agent.vc import crepe as vc
+from fleet.datasets.local import require
 from fleet.models import crepe_build
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ CLIPS = ("2412-153948-0002.flac", "LJ002-0020.wav")  # a LibriSpeech and an LJ S
 
 def test_torchaudio_is_not_installed_in_the_venv():
     """torchaudio 2.11 (what pip pulls for torchcrepe) breaks torch 2.13 and transformers:
-    torchcrepe is installed --no-deps and torchaudio must stay out (models.md §8)."""
+    torchcrepe is installed --no-deps and torchaudio must stay out (docs/reference/models.md §8)."""
     with pytest.raises(metadata.PackageNotFoundError):
         metadata.distribution("torchaudio")
     assert metadata.version("torchcrepe") == crepe_build.PACKAGE_VERSION
@@ -89,7 +90,7 @@ def test_onnx_salience_equals_pytorch_on_real_speech(reference):
     import torch
 
     _, model, sess = reference
-    x = load_audio(REPO / "suites" / "datasets" / "speech" / CLIPS[0])
+    x = load_audio(require("speech") / CLIPS[0])
     frames, _ = vc.frame_audio(x, 160)
     with torch.no_grad():
         want = model(torch.from_numpy(frames)).numpy()
@@ -105,7 +106,7 @@ def test_decoded_pitch_agrees_with_torchcrepe_predict(reference, clip, variant, 
     import torch
 
     tc, _, sess = reference
-    x = load_audio(REPO / "suites" / "datasets" / "speech" / clip)
+    x = load_audio(require("speech") / clip)
     frames, rms_db = vc.frame_audio(x, 160)
     sal = vc.run_batched(frames, 64, lambda a: sess[variant].run(["salience"], {"frames": a})[0])
     f0, bins = vc.decode_weighted(sal)

@@ -20,12 +20,13 @@ import soundfile as sf
 from device_agent.agent import Agent
 from device_agent.config import load_config
 from device_agent.protocol import BadInput, ModelError
+from fleet.datasets.local import require
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("FLEET_ARTIFACTS", REPO / "artifacts"))
-SPEECH = REPO / "suites" / "datasets" / "speech"
+SPEECH = require("speech")  # in the data root ($FLEET_DATA)
 PIPE = "vc.pitch_shift"
 CLIP = "data/speech/251-137823-0002.wav"      # 3.1 s, LibriSpeech speaker 251 (male)
 FEMALE = "data/speech/LJ002-0020.wav"         # 1.5 s, LJ Speech (female, mean F0 ~200 Hz)

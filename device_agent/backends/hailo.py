@@ -1,6 +1,6 @@
 """HailoRT (``hailo_platform``, .hef) for Hailo-8L / Hailo-8.
 
-Call sequence (reference/device_apis.md §1.1, HailoRT 4.23 ``hailo8`` branch, async API)::
+Call sequence (docs/reference/device_apis.md §1.1, HailoRT 4.23 ``hailo8`` branch, async API)::
 
     params = VDevice.create_params(); params.scheduling_algorithm = HailoSchedulingAlgorithm.ROUND_ROBIN
     vd = VDevice(params)

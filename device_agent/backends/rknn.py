@@ -1,6 +1,6 @@
 """RKNN on RK3588 (``rknnlite.api.RKNNLite``, .rknn).
 
-Call sequence (reference/device_apis.md §3.1, rknn-toolkit-lite2 2.3.2)::
+Call sequence (docs/reference/device_apis.md §3.1, rknn-toolkit-lite2 2.3.2)::
 
     r = RKNNLite(verbose=False)
     r.load_rknn(path) == 0

@@ -1,5 +1,5 @@
 """``asr.whisper_hybrid``: Whisper tiny.en with the encoder on the board's NPU and a KV-cached
-greedy decoder on the CPU. Recipe: reference/models.md §6.
+greedy decoder on the CPU. Recipe: docs/reference/models.md §6.
 
 Per 10 s window:
   1. log-mel [1, 80, 1000] in numpy (``device_agent.mel``);
@@ -33,7 +33,7 @@ faster-whisper int8 beam 1 in the same run, which took 1259-1947 ms per clip und
     decoder sessions compete with each other and with every other process for the 2 cores.
   - ``pad_to=0``: 0.31x, WER 3.0 %, decoder 8.5 ms/token vs ``pad_to=1500``: 0.38x, WER 4.9 %,
     12.3 ms/token (cross-attention over 1500 instead of 500 positions; the decoder copes with
-    the 10 s encoder output unpadded, models.md §7). 1500 stays available.
+    the 10 s encoder output unpadded, docs/reference/models.md §7). 1500 stays available.
   - ``decoder_backend=onnx``: int8 equal to ct2 within noise in one process (6.7 vs 6.9 ms/token,
     20 clips x 2, interleaved) and 0.31-0.35x vs ct2's 0.28-0.29x in the separate-process
     benchmark runs (WER 3.0 % vs 2.4 %, one word in 20 clips); at fp32 CTranslate2 was 2-3x
@@ -77,7 +77,7 @@ TEXT_CTX = 448                                   # Whisper n_text_ctx: decoder p
 CT2_ROLES = {"decoder_ct2": "model.bin", "decoder_ct2_config": "config.json",
              "decoder_ct2_vocabulary": "vocabulary.txt"}
 CT2_COMPUTE = {"fp32": "float32", "int8": "int8"}
-CT2_VERSION = "4.8.5"  # the version measured (reference/models.md §1)
+CT2_VERSION = "4.8.5"  # the version measured (docs/reference/models.md §1)
 # ctranslate2 4.8.5 Whisper.generate with the 2-token prompt yields at most max_length // 2 new
 # tokens (measured: max_length 2..8 -> 1, 1, 2, 2, 3, 3, 4), so N new tokens need 2 N.
 CT2_LENGTH_FACTOR = 2
@@ -158,7 +158,7 @@ def mel_layout(mel: np.ndarray, shape) -> np.ndarray:
 
     Layouts (from the declared input ``shape``): channels first [1, 80, T] (cpu encoder) or
     [1, 80, 1, T]; channels last [1, T, 80] (a stream) or NHWC [1, 1, T, 80] (Hailo's
-    ``encoder_npu``, models.md §5: Transpose to [1, 80, 1, T] inside the graph). A dimension that
+    ``encoder_npu``, docs/reference/models.md §5: Transpose to [1, 80, 1, T] inside the graph). A dimension that
     is not an int (dynamic) matches anything.
 
     Returns:
@@ -364,7 +364,7 @@ class WhisperHybrid(Pipeline):
             vocab_dim = self.decoder.outputs[0].shape[-1]
             vocab = vocab_dim if isinstance(vocab_dim, int) else vocab
         # suppress_ids, plus every special id from suppress_from (default eot + 1: sot, task,
-        # no_timestamps, timestamps): reference/models.md §6; eot itself stays allowed.
+        # no_timestamps, timestamps): docs/reference/models.md §6; eot itself stays allowed.
         # Computed once as additive masks (0 or -inf) over the vocabulary.
         suppress_from = int(gen.get("suppress_from", self.eot + 1))
         self.suppress = np.unique(np.concatenate([np.asarray(gen["suppress_ids"], dtype=np.int64),

@@ -1,4 +1,4 @@
-"""An IR test collection in the fleet format (shared/data/rag/*/README.md):
+"""An IR test collection in the fleet format (docs/contracts.md §5, data sets):
 
     corpus.jsonl   {"id": str, "title": str, "text": str}   one object a line
     queries.jsonl  {"id": str, "text": str}
@@ -25,7 +25,7 @@ from pathlib import Path
 from ..protocol import BadInput
 
 FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv")
-_FIX_FORMAT = "see suites/datasets/cranfield/README.md for the collection format"
+_FIX_FORMAT = "see the collection format in docs/contracts.md §5 (data sets)"
 
 
 @dataclass

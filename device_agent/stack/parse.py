@@ -1,7 +1,7 @@
 """Parsers for the outputs the stack fingerprint reads. Pure functions over text, so tests drive
 them with recorded outputs in the documented formats (tests/fixtures/stack/).
 
-Sources of the formats (reference/device_apis.md):
+Sources of the formats (docs/reference/device_apis.md):
 
 - ``hailortcli fw-control identify``: ``Key: value`` lines — ``Control Protocol Version``,
   ``Firmware Version``, ``Logger Version``, ``Board Name``, ``Device Architecture``,

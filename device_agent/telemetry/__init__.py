@@ -1,7 +1,7 @@
 """Board telemetry: one sensor plug-in per source, discovered when the agent starts.
 
 =========  ========================================================================
-plug-in    what it reads (reference/device_apis.md)
+plug-in    what it reads (docs/reference/device_apis.md)
 =========  ========================================================================
 linux      every thermal zone by type, cpufreq per policy, /proc/stat, meminfo
 pi5        vcgencmd temperature, get_throttled, ARM clock, PMIC power (§4.1)

@@ -38,7 +38,7 @@ KINDS = ("temperature", "power", "voltage", "frequency", "frequency_max", "throt
          "utilisation", "load", "memory")
 
 #: The common throttle encoding: the bit layout of ``vcgencmd get_throttled``
-#: (reference/device_apis.md §4.1, Raspberry Pi os.html#vcgencmd). Sensors of other boards that
+#: (docs/reference/device_apis.md §4.1, Raspberry Pi os.html#vcgencmd). Sensors of other boards that
 #: report throttling (the emulated model) use the same bits. Bits 16-19 are the "since boot"
 #: (sticky) versions of bits 0-3.
 THROTTLE_BITS = {

@@ -1,4 +1,4 @@
-"""Hailo-8/8L chip telemetry through HailoRT's device control (reference/device_apis.md §1.5, §4.3).
+"""Hailo-8/8L chip telemetry through HailoRT's device control (docs/reference/device_apis.md §1.5, §4.3).
 
 - ``control.get_chip_temperature()`` → ``ts0_temperature``, ``ts1_temperature`` (°C, two on-die
   sensors) — available on every Hailo device.

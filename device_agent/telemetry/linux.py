@@ -7,9 +7,9 @@ Sources and units:
 - ``/sys/class/thermal/thermal_zone*/{type,temp}``: zones are named by ``type``, never by index
   (indices differ between kernels); ``temp`` is in millidegrees Celsius (kernel ABI
   ``Documentation/ABI/testing/sysfs-class-thermal``: "Unit: millidegree Celsius";
-  reference/device_apis.md §4.1, §4.2).
+  docs/reference/device_apis.md §4.1, §4.2).
 - ``/sys/devices/system/cpu/cpufreq/policy*/{scaling_cur_freq,scaling_max_freq}``: kHz (kernel
-  ``Documentation/admin-guide/pm/cpufreq.rst``; device_apis.md §4.1). A cpufreq cooling device
+  ``Documentation/admin-guide/pm/cpufreq.rst``; docs/reference/device_apis.md §4.1). A cpufreq cooling device
   lowers ``scaling_max_freq``, so a drop of it during a measurement is a frequency cap.
 - ``/proc/stat`` ``cpu`` lines: jiffies per state (proc(5)); utilisation between two reads is
   100·(1 − Δ(idle+iowait)/Δtotal) %, total being user..steal (guest is already in user).

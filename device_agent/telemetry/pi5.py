@@ -1,4 +1,4 @@
-"""Raspberry Pi 5 firmware telemetry through ``vcgencmd`` (reference/device_apis.md §4.1).
+"""Raspberry Pi 5 firmware telemetry through ``vcgencmd`` (docs/reference/device_apis.md §4.1).
 
 - ``vcgencmd measure_temp`` → ``temp=48.3'C``: SoC temperature (°C), more accurate than the
   sysfs zone per Raspberry Pi's frequency-management.adoc.

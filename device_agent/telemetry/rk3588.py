@@ -1,4 +1,4 @@
-"""RK3588 telemetry (reference/device_apis.md §4.2, pitfall §5.7).
+"""RK3588 telemetry (docs/reference/device_apis.md §4.2, pitfall §5.7).
 
 - Thermal zones under canonical names, whatever the kernel calls them. Mainline
   (``rk3588-base.dtsi``): ``package-thermal``, ``bigcore0-thermal``, ``bigcore2-thermal``,

@@ -15,7 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inventory", "-i", type=Path, default=None, help="Ansible inventory (default inventory/sim.yml)")
     p.add_argument("--limit", "-l", default=None, help="host pattern: names, globs, groups, comma-separated")
     p.add_argument("--artifacts", type=Path, default=None, help="artifacts folder with manifest.json (default artifacts/)")
-    p.add_argument("--datasets", type=Path, default=None, help="suite data folder (default suites/datasets)")
+    p.add_argument("--data-root", type=Path, default=None, metavar="DIR",
+                   help="where the data sets are read from (default $FLEET_DATA, else ../shared/data beside the checkout)")
+    p.add_argument("--datasets", default=None, metavar="NAMES",
+                   help="data sets every board gets, comma-separated NAME or NAME:SELECTION (e.g. speech:smoke), "
+                        "or 'none' (default: those the catalog ships to boards; fleet datasets list)")
     p.add_argument("--models", default=None, help="models every board gets, comma-separated (default: every model in the manifest)")
     p.add_argument("--runs-dir", type=Path, default=None, help="where run folders go (default runs/)")
     p.add_argument("--json", action="store_true", help="print the per-host results as JSON (progress goes to stderr)")
@@ -31,11 +35,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     progress = Console(stderr=True)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    datasets = None if args.datasets is None else tuple(
+        d.strip() for d in args.datasets.split(",") if d.strip() and d.strip() != "none")
     result = deploy(
         args.inventory or paths.project_root() / "inventory" / "sim.yml",
         limit=args.limit,
         artifacts_dir=args.artifacts,
-        datasets_dir=args.datasets,
+        data_root=args.data_root,
+        datasets=datasets,
         runs_dir=args.runs_dir,
         models=models,
         console=progress,

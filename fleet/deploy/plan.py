@@ -31,7 +31,8 @@ class HostPlan:
         models: one bundle per model: {name, src, key, dest, model, files, verify} (``files`` =
             names); each holds the artifacts, manifest.json (only these entries) and SHA256SUMS,
             which the board checks on every deploy (``verify``).
-        datasets: suite data bundles: {name, src, key, dest}.
+        datasets: one bundle per data set: {name, src, key, dest, verify}; each holds the data
+            set's files (or a selection of them) and SHA256SUMS, checked on the board.
     """
 
     host: str
@@ -66,6 +67,47 @@ def model_bundle(arts: list[art.Artifact], model: str, schema: int, cache: Path)
     return pack(members, cache, f"model-{model}", key)
 
 
+def dataset_specs(datasets: tuple[str, ...] | None) -> list[tuple[str, str | None]]:
+    """(name, selection or None) for each ``NAME[:SELECTION]``; None means the catalog's
+    ``deploy: true`` data sets.
+
+    Raises:
+        FleetError: unknown data set (with the closest name).
+    """
+    from fleet.datasets.catalog import get_dataset, load_catalog
+
+    if datasets is None:
+        return [(ds.name, None) for ds in load_catalog().values() if ds.deploy]
+    out = []
+    for spec in datasets:
+        name, _, selection = spec.partition(":")
+        get_dataset(name)
+        out.append((name, selection or None))
+    return out
+
+
+def dataset_bundle(spec: tuple[str, str | None], data_root: Path | None, cache: Path) -> dict:
+    """One data set (or a selection of it) from the data root, sha256-verified against the catalog,
+    packed with a SHA256SUMS the board checks on every deploy; the role's view
+    {name, src, key, dest: data/<name>, verify}.
+
+    Raises:
+        FleetError: the data set is missing or a file differs from the catalog (names FLEET_DATA
+            and ``fleet datasets fetch``), or the selection is unknown.
+    """
+    from fleet.datasets.catalog import get_dataset
+    from fleet.datasets.local import require
+
+    name, selection = spec
+    folder = require(name, data_root, hashed=True, selection=selection)
+    files = sorted(get_dataset(name).selected(selection), key=lambda e: e.path)
+    sums = "".join(f"{e.sha256}  {e.path}\n" for e in files).encode()
+    members = [(e.path, folder / e.path) for e in files] + [(SUMS, sums)]
+    # the sums pin every file's content; the name keeps a selection's bundle apart from the whole set's
+    key = hashlib.sha256(f"{name}:{selection or ''}\n".encode() + sums).hexdigest()[:16]
+    return {**pack(members, cache, f"data-{name}", key).to_vars(f"data/{name}"), "verify": True}
+
+
 def make_plan(
     boards: list[Board],
     *,
@@ -73,7 +115,8 @@ def make_plan(
     wheel_cache: Path,
     bundle_cache: Path,
     artifacts_dir: Path,
-    datasets_dir: Path,
+    data_root: Path | None = None,
+    datasets: tuple[str, ...] | None = None,
     models: tuple[str, ...] | None = None,
 ) -> Plan:
     """Build wheelhouses, check artifact sha256s and decide what each board gets.
@@ -84,28 +127,23 @@ def make_plan(
         wheel_cache: ``.fleet/wheelhouse``.
         bundle_cache: where tars are cached (``.fleet/bundles``).
         artifacts_dir: folder with manifest.json.
-        datasets_dir: folder with one sub-folder per dataset (``suites/datasets``).
+        data_root: where the data sets are read from (default ``fleet.paths.data_root()``).
+        datasets: data sets every board gets, each ``NAME`` or ``NAME:SELECTION`` (default: every
+            catalog data set marked ``deploy: true``; ``()`` for none).
         models: models every board gets (default: every model in the manifest).
 
     Raises:
-        FleetError: a missing/corrupt artifact (before anything is deployed), a manifest without
-            the model, or a failed wheelhouse build.
+        FleetError: a missing/corrupt artifact or data set (before anything is deployed; a data
+            set's error names FLEET_DATA and ``fleet datasets fetch``), a manifest without the
+            model, or a failed wheelhouse build.
     """
     manifest = art.load_manifest(artifacts_dir)
     selected = {b.name: art.select(b, manifest, artifacts_dir, models) for b in boards}
     art.verify([a for arts in selected.values() for a in arts])
     notes: list[str] = []
-    datasets = []
-    # every dataset folder the suites have (suites/datasets/<name>/ -> fleet_root/data/<name>/)
-    folders = sorted(p for p in Path(datasets_dir).iterdir() if p.is_dir()) if Path(datasets_dir).is_dir() else []
-    for src in folders:
-        members = folder_members(src)
-        if members:
-            datasets.append(pack(members, bundle_cache, f"data-{src.name}").to_vars(f"data/{src.name}"))
-        else:
-            notes.append(f"empty dataset folder {src}: skipped data/{src.name}/")
-    if not folders:
-        notes.append(f"no suite data at {datasets_dir}: no data/ deployed (add suites/datasets/<name>/ folders)")
+    bundles = [dataset_bundle(spec, data_root, bundle_cache) for spec in dataset_specs(datasets)]
+    if not bundles:
+        notes.append("no data sets deployed (--datasets none): suites that read data/<name>/ will fail")
     houses: dict[str, Wheelhouse] = {}
     tars: dict[str, dict] = {}
     for b in boards:
@@ -126,6 +164,6 @@ def make_plan(
                 files = [a.name for a in arts if a.model == model]
                 model_tars[(model, sel)] = {**t.to_vars(f"models/{model}"), "model": model, "files": files, "verify": True}
             plan.models.append(model_tars[(model, sel)])
-        plan.datasets = list(datasets)
+        plan.datasets = list(bundles)
         hosts[b.name] = plan
     return Plan(hosts=hosts, wheelhouses=list(houses.values()), notes=notes)

@@ -89,7 +89,8 @@ def deploy(
     *,
     limit: str | None = None,
     artifacts_dir: Path | None = None,
-    datasets_dir: Path | None = None,
+    data_root: Path | None = None,
+    datasets: tuple[str, ...] | None = None,
     runs_dir: Path | None = None,
     models: tuple[str, ...] | None = None,
     console: Console | None = None,
@@ -100,7 +101,10 @@ def deploy(
         inventory: Ansible inventory file.
         limit: host pattern (names, globs, groups, comma-separated).
         artifacts_dir: folder with manifest.json (default ``artifacts/``).
-        datasets_dir: folder with dataset sub-folders (default ``suites/datasets``).
+        data_root: where the data sets are read from (default ``fleet.paths.data_root()``:
+            ``$FLEET_DATA``, else ``../shared/data`` beside the checkout).
+        datasets: data sets every board gets, ``NAME`` or ``NAME:SELECTION`` each (default: the
+            catalog's ``deploy: true`` data sets; ``()`` for none).
         runs_dir: where run folders go (default ``runs/``); the newest 10 deploy runs are kept.
         models: models every board gets (default: every model in the manifest).
         console: progress output (rich), None for none.
@@ -123,7 +127,8 @@ def deploy(
         project=project,
         wheel_cache=paths.state_dir() / "wheelhouse",
         artifacts_dir=Path(artifacts_dir or paths.artifacts_dir()),
-        datasets_dir=Path(datasets_dir or project / "suites" / "datasets"),
+        data_root=data_root,
+        datasets=datasets,
         bundle_cache=paths.state_dir() / "bundles",
         models=models,
     )

@@ -1,2 +1,2 @@
 """`fleet doctor`: stack fingerprints of the boards, checked against the version rules of
-reference/device_apis.md (checks), with the fix for every mismatch (cli)."""
+docs/reference/device_apis.md (checks), with the fix for every mismatch (cli)."""

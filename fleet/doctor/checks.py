@@ -4,7 +4,7 @@ Each check yields a :class:`Finding` ``{check, status, detail, fix}`` with statu
 ``fail``, ``warn`` or ``n/a``. A board *fails* when any finding is ``fail``; ``fleet test``
 refuses such a board (``fleet.runner.plugin``) unless told to run anyway.
 
-Rules and fixes (reference/device_apis.md):
+Rules and fixes (docs/reference/device_apis.md):
 
 - HailoRT library == hailo_pci driver == firmware, major.minor.revision (§5.1: HailoRT's
   ``validate_driver_version``: "Driver version (X) is different from library version (Y)",
@@ -35,13 +35,13 @@ MIN_PYTHON = (3, 10)
 
 FIX_HAILO_PIN = ("pin HailoRT, the driver and the binding to one version: sudo apt install "
                  "hailort=<V> hailo-dkms=<V> python3-hailort=<V> (or hailo-all), then reboot "
-                 "(device_apis.md §5.1)")
+                 "(docs/reference/device_apis.md §5.1)")
 FIX_HEF_ARCH = ('recompile the HEF for this device: hailo compiler / ClientRunner(hw_arch="{arch}") '
-                "then fleet models build + fleet deploy (device_apis.md §5.3)")
+                "then fleet models build + fleet deploy (docs/reference/device_apis.md §5.3)")
 FIX_PCIE = ("set dtparam=pciex1_gen=3 in /boot/firmware/config.txt (or raspi-config → Advanced → "
-            "PCIe Speed) and reboot; Gen 3 is not certified, so watch for instability (device_apis.md §4.1, §5.4)")
+            "PCIe Speed) and reboot; Gen 3 is not certified, so watch for instability (docs/reference/device_apis.md §4.1, §5.4)")
 FIX_RKNNRT = ("copy rknpu2/runtime/Linux/librknn_api/aarch64/librknnrt.so from rknn-toolkit2 {want} "
-              "(the SDK that built the model) to /usr/lib (device_apis.md §5.5)")
+              "(the SDK that built the model) to /usr/lib (docs/reference/device_apis.md §5.5)")
 FIX_DEPLOY = "run `fleet deploy` for this board (it copies the agent and the models it can run)"
 
 
@@ -199,7 +199,7 @@ def check_rknn(stack: dict) -> list[Finding]:
     else:
         out.append(Finding("rknn.driver", FAIL, f"rknpu driver not found: {errs.get('rknn.driver', '')}",
                            "boot a Rockchip vendor (BSP) kernel with the rknpu driver; check "
-                           "dmesg | grep 'Initialized rknpu' (device_apis.md §4.2)"))
+                           "dmesg | grep 'Initialized rknpu' (docs/reference/device_apis.md §4.2)"))
     lite = _v(r.get("toolkit_lite2"))
     if lite and rt and version_tuple(lite)[:2] != version_tuple(rt)[:2]:
         out.append(Finding("rknn.lite2", WARN, f"rknn-toolkit-lite2 {lite} vs librknnrt {rt}",

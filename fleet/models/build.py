@@ -26,7 +26,7 @@ KNOWN_MODELS = ("whisper-tiny.en", "minilm-l6-v2", "crepe-tiny")
 RECIPES = {"whisper-tiny.en": "fleet.models.whisper_build", "minilm-l6-v2": "fleet.models.minilm_build",
            "crepe-tiny": "fleet.models.crepe_build"}
 CPU = "cpu"
-# NPU targets a later issue builds; what each needs (shared/reference/device_apis.md, field.md)
+# NPU targets a later issue builds; what each needs (docs/reference/device_apis.md, docs/reference/field.md)
 NPU_TOOLCHAINS = {
     "hailo8l": "the Hailo Dataflow Compiler (Python package hailo_sdk_client), which is not on "
                "PyPI: download it from the Hailo Developer Zone (developer.hailo.ai)",

@@ -6,7 +6,7 @@ like the graph's input). It is written next to the artifact with a ``.json`` sid
 items it came from, and its bytes are deterministic (fixed zip timestamps, fixed item order), so
 the same data gives the same sha256 on every build.
 
-Sources (``suites/datasets``):
+Sources (data sets of the data root, ``$FLEET_DATA``; docs/contracts.md §5):
 
 - Whisper encoder (``encoder`` [1,80,1000] NCHW-style, or ``encoder_npu`` NHWC [1,1,1000,80]):
   log-mel windows (``device_agent.mel``, the boards' own code) of real speech clips
@@ -44,7 +44,7 @@ from fleet.errors import FleetError
 
 SPLIT_MOD = 4           # ~1 in 4 items calibrates (speech: 9 of 20 clips by chance; texts 818 of 3195)
 WINDOW_OFFSETS_S = tuple(0.5 * k for k in range(16))  # start offsets (s) of extra windows per clip
-SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362   # Whisper tiny.en tokenizer.json (models.md §4)
+SOT, EOT, NO_TIMESTAMPS = 50257, 50256, 50362   # Whisper tiny.en tokenizer.json (docs/reference/models.md §4)
 MINILM_SEQ = 256        # all-MiniLM-L6-v2 max_seq_length (sentence_bert_config.json)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: fixed, so the bytes are stable
 
@@ -76,11 +76,23 @@ def in_calibration_split(key: str) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % SPLIT_MOD == 0
 
 
-def datasets_dir() -> Path:
-    """``suites/datasets`` of the project."""
-    from fleet.paths import project_root
+def dataset_folder(name: str, root: Path | None = None) -> Path:
+    """Data set ``name`` in the data root ``root`` (default ``$FLEET_DATA`` …, ``fleet.paths.data_root``).
 
-    return project_root() / "suites" / "datasets"
+    Raises:
+        FleetError: missing or incomplete there (the fix names ``fleet datasets fetch``).
+    """
+    from fleet.datasets.local import require
+
+    return require(name, root)
+
+
+def data_provenance(names: tuple[str, ...]) -> str:
+    """``speech@<digest>`` per data set: the catalog's digest of its files' sha256s, so a
+    calibration set's manifest record says which version of the data it was drawn from."""
+    from fleet.datasets.catalog import get_dataset
+
+    return ", ".join(f"{n}@{get_dataset(n).digest()}" for n in names)
 
 
 def graph_inputs(graph: Path) -> list[dict]:
@@ -115,15 +127,17 @@ def speech_items(root: Path | None = None, split: str = "calibration") -> list[d
     """Clips of ``speech/manifest.jsonl`` on one side of the split (manifest order).
 
     Args:
+        root: data root (default ``fleet.paths.data_root()``).
         split: ``calibration`` or ``evaluation``.
 
     Returns:
         manifest rows with ``path`` added (absolute audio path).
+
+    Raises:
+        FleetError: the speech data set is missing from the data root.
     """
-    d = (root or datasets_dir()) / "speech"
+    d = dataset_folder("speech", root)
     mf = d / "manifest.jsonl"
-    if not mf.is_file():
-        raise FleetError(f"{mf} not found", "restore suites/datasets/speech (git checkout)")
     rows = [json.loads(line) for line in mf.read_text().splitlines() if line.strip()]
     want = split == "calibration"
     return [{**r, "path": d / r["audio"]} for r in rows
@@ -134,18 +148,21 @@ def rag_texts(root: Path | None = None, split: str = "calibration",
               collections: tuple[str, ...] = ("cranfield", "cisi")) -> list[dict]:
     """Documents (title + text) and queries of the collections on one side of the split.
 
+    Args:
+        root: data root (default ``fleet.paths.data_root()``).
+
     Returns:
         [{key, text}] in collection, documents-then-queries, file order; empty texts skipped.
+
+    Raises:
+        FleetError: a collection is missing from the data root.
     """
-    base = root or datasets_dir()
     want = split == "calibration"
     out = []
     for c in collections:
-        d = base / c
+        d = dataset_folder(c, root)
         for kind, fname in (("doc", "corpus.jsonl"), ("query", "queries.jsonl")):
             p = d / fname
-            if not p.is_file():
-                raise FleetError(f"{p} not found", f"restore suites/datasets/{c} (git checkout)")
             for line in p.read_text(encoding="utf-8").splitlines():
                 if not line.strip():
                     continue
@@ -191,7 +208,7 @@ def whisper_windows(n: int, root: Path | None = None, filters: np.ndarray | None
     clips = speech_items(root, "calibration")
     if not clips:
         raise FleetError("no speech clip falls on the calibration side of the split",
-                         "add clips to suites/datasets/speech")
+                         "add clips to the speech data set (fleet/datasets/catalog/speech.yml)")
     audio = {c["id"]: load_audio(c["path"]) for c in clips}
     slots = []
     for off in WINDOW_OFFSETS_S:
@@ -349,7 +366,7 @@ def crepe_arrays(graph: Path, inputs: list[dict], n: int, root: Path | None = No
     clips = speech_items(root, "calibration")
     if not clips:
         raise FleetError("no speech clip falls on the calibration side of the split",
-                         "add clips to suites/datasets/speech")
+                         "add clips to the speech data set (fleet/datasets/catalog/speech.yml)")
     pooled, items = [], []
     for c in clips:
         frames, rms_db = crepe.frame_audio(load_audio(c["path"]), crepe.SAMPLE_RATE // 100)
@@ -360,7 +377,7 @@ def crepe_arrays(graph: Path, inputs: list[dict], n: int, root: Path | None = No
     k = min(n, len(allf) // batch)
     if k < 1:
         raise FleetError(f"only {len(allf)} loud frames on the calibration side, fewer than one batch of {batch}",
-                         "add clips to suites/datasets/speech")
+                         "add clips to the speech data set (fleet/datasets/catalog/speech.yml)")
     idx = np.linspace(0, len(allf) - 1, k * batch).round().astype(np.int64)
     arr = allf[idx].reshape(k, batch, crepe.WINDOW)
     return ({inputs[0]["name"]: arr}, items,
@@ -405,13 +422,13 @@ def build_calibration_set(model: str, graph: Path, out_dir: Path, n: int = 64) -
     inputs = graph_inputs(Path(graph))
     if model.startswith("whisper"):
         arrays, items, what = whisper_arrays(model, Path(graph), inputs, n)
-        rule = "speech clips"
+        rule, data = "speech clips", ("speech",)
     elif model.startswith("minilm"):
         arrays, items, what = minilm_arrays(Path(graph), inputs, n)
-        rule = "cranfield/cisi docs and queries"
+        rule, data = "cranfield/cisi docs and queries", ("cranfield", "cisi")
     elif model.startswith("crepe"):
         arrays, items, what = crepe_arrays(Path(graph), inputs, n)
-        rule = "speech clips"
+        rule, data = "speech clips", ("speech",)
     else:
         raise FleetError(f"no calibration data recipe for model {model!r}",
                          "use whisper-tiny.en, minilm-l6-v2 or crepe-tiny")
@@ -421,7 +438,7 @@ def build_calibration_set(model: str, graph: Path, out_dir: Path, n: int = 64) -
     write_npz(path, arrays)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     count = int(next(iter(arrays.values())).shape[0])
-    source = (f"suites/datasets: {what}; {count} samples; split: {rule} with "
+    source = (f"data sets {data_provenance(data)}: {what}; {count} samples; split: {rule} with "
               f"int(sha256('<dataset>:<kind>:<id>')[:8], 16) % {SPLIT_MOD} == 0 calibrate, the rest "
               "evaluate (fleet.models.calibration)")
     side = {"model": model, "graph": Path(graph).name, "n": count, "sha256": sha, "source": source,

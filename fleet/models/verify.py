@@ -27,7 +27,7 @@ def check_close(what: str, a: np.ndarray, b: np.ndarray, tol: float) -> float:
     d = max_abs_diff(a, b)
     if not d <= tol:  # also catches NaN
         raise FleetError(f"verification failed: {what}: max abs diff {d:.3g} > tolerance {tol:g}",
-                         "do not use these artifacts; check the versions pinned in models.md §1 "
+                         "do not use these artifacts; check the versions pinned in docs/reference/models.md §1 "
                          "and rerun with --force", exit_code=3)
     return d
 
@@ -48,7 +48,7 @@ def session(path: Path, threads: int = 2):
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
         raise FleetError(f"onnxruntime cannot load {path}: {e}",
-                         "rebuild with --force; see models.md §5/§9", exit_code=3) from e
+                         "rebuild with --force; see docs/reference/models.md §5/§9", exit_code=3) from e
 
 
 def greedy_decode(cross_kv, decoder, encoder_out: np.ndarray, gen: dict) -> list[int]:

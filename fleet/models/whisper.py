@@ -1,6 +1,6 @@
 """Whisper tiny.en: CTranslate2 weights -> HF ``WhisperForConditionalGeneration``.
 
-The CT2 -> HF name mapping and the tiny.en config are from shared/reference/models.md §4.
+The CT2 -> HF name mapping and the tiny.en config are from docs/reference/models.md §4.
 Fused projections are split (self-attention ``linear_0`` = [q; k; v], cross-attention
 ``linear_1`` = [k; v]); their k-bias slices must be zero (HF's k_proj has no bias); float16 is
 upcast to float32. torch and transformers are imported inside the functions.
@@ -25,15 +25,15 @@ MAX_SOURCE = 1500  # encoder positions (30 s of 20 ms frames)
 MAX_TARGET = 448  # decoder positions
 N_MELS = 80
 
-# Token ids of the English-only tokenizer (package tokenizer.json; models.md §4, §6)
+# Token ids of the English-only tokenizer (package tokenizer.json; docs/reference/models.md §4, §6)
 SOT = 50257  # <|startoftranscript|>
 EOT = 50256  # <|endoftext|>, also bos/pad in HF's config
 TRANSCRIBE = 50358
 NO_TIMESTAMPS = 50362
 PROMPT = [SOT, NO_TIMESTAMPS]
-MAX_NEW_TOKENS = 222  # models.md §6: 448 positions / 2, as openai/whisper's sample_len
+MAX_NEW_TOKENS = 222  # docs/reference/models.md §6: 448 positions / 2, as openai/whisper's sample_len
 
-# Expected CT2 content (models.md §4)
+# Expected CT2 content (docs/reference/models.md §4)
 CT2_SPEC = "WhisperSpec"
 CT2_N_VARS = 148
 CT2_N_VALUES = 37_764_873
@@ -42,7 +42,7 @@ HF_N_PARAMS = 37_760_256  # every HF parameter, proj_out counted once (tied)
 
 
 def hf_config_kwargs() -> dict:
-    """Keyword arguments of ``transformers.WhisperConfig`` for tiny.en (models.md §4)."""
+    """Keyword arguments of ``transformers.WhisperConfig`` for tiny.en (docs/reference/models.md §4)."""
     return dict(
         vocab_size=VOCAB, num_mel_bins=N_MELS, d_model=D_MODEL,
         encoder_layers=N_LAYERS, decoder_layers=N_LAYERS,
@@ -202,7 +202,7 @@ def generation_config(model_dir: Path) -> dict:
 
     Returns:
         dict with sot, eot, no_timestamps, prompt, suppress_ids, suppress_ids_begin,
-        max_new_tokens, and notes for the decoder loop (models.md §6: also suppress every id
+        max_new_tokens, and notes for the decoder loop (docs/reference/models.md §6: also suppress every id
         >= sot except eot).
     """
     cfg = json.loads((Path(model_dir) / "config.json").read_text())

@@ -1,6 +1,6 @@
 """Build the cpu (ONNX) artifacts of whisper-tiny.en into a folder, verifying every step.
 
-Steps (shared/reference/models.md §4–§6, docs/contracts.md §3):
+Steps (docs/reference/models.md §4–§6, docs/contracts.md §3):
  1. read the pinned CT2 model.bin, map it to HF Whisper (fp32, eager);
  2. check the numpy mel against WhisperFeatureExtractor on a real clip;
  3. check the torch wrappers against CTranslate2 float32 (encoder output, decoder logits);
@@ -32,7 +32,7 @@ from fleet.models.verify import check_close, greedy_decode, session, word_error_
 
 MODEL = "whisper-tiny.en"
 
-# Tolerances (max abs diff). models.md §4 measured: mel 3e-5, 10 s encoder vs CT2 2.0e-4,
+# Tolerances (max abs diff). docs/reference/models.md §4 measured: mel 3e-5, 10 s encoder vs CT2 2.0e-4,
 # decoder logits vs CT2 <= 3.5e-5. The brief allows 1e-3 for encoder and logits.
 TOL_MEL = 1e-4
 TOL_ENCODER_CT2 = 1e-3
@@ -44,8 +44,8 @@ MAX_INT8_WER = 0.25  # int8 transcript vs fp32 transcript (word edit distance / 
 # 2-token prompt (measured), so this allows the 222 that generation.json allows.
 CT2_MAX_LENGTH = 444
 
-# The verification clip: LibriSpeech dev-clean 1272-141231-0009 (8.6 s, CC BY 4.0), see
-# shared/data/speech/README.md.
+# The verification clip: LibriSpeech dev-clean 1272-141231-0009 (8.6 s, CC BY 4.0), see the speech
+# data set's README (fleet/datasets/catalog/speech/README.md).
 VERIFY_CLIP = "1272-141231-0009.wav"
 VERIFY_TEXT = ("THE CONTESTANTS IN THE TWENTIES NEEDED UNDISTURBED REST THEREFORE NIGHTS IN THE "
                "DORMITORIES WERE AS QUIET AS DEATH")
@@ -115,22 +115,21 @@ def expected_files() -> list[tuple[str, str, str]]:
 
 
 def find_verify_clip() -> Path:
-    """The verification clip: $FLEET_VERIFY_AUDIO, else the repo's suites/datasets/speech/.
+    """The verification clip: $FLEET_VERIFY_AUDIO, else ``VERIFY_CLIP`` of the speech data set in
+    the data root (``$FLEET_DATA``).
 
     Raises:
-        FleetError: none found.
+        FleetError: $FLEET_VERIFY_AUDIO names no file, or the speech data set is missing.
     """
-    from fleet.paths import project_root
+    from fleet.models.calibration import dataset_folder
 
     env = os.environ.get("FLEET_VERIFY_AUDIO")
-    cands = [Path(env)] if env else []
-    cands += [project_root() / "suites" / "datasets" / "speech" / VERIFY_CLIP]
-    for c in cands:
-        if c.is_file():
-            return c
-    looked = ", ".join(map(str, cands))
-    raise FleetError(f"no speech clip to verify the build with (looked for {looked})",
-                     "set FLEET_VERIFY_AUDIO to a 16 kHz English speech wav/flac under 10 s")
+    if env:
+        if not Path(env).is_file():
+            raise FleetError(f"FLEET_VERIFY_AUDIO={env}: no such file",
+                             "set FLEET_VERIFY_AUDIO to a 16 kHz English speech wav/flac under 10 s, or unset it")
+        return Path(env)
+    return dataset_folder("speech") / VERIFY_CLIP
 
 
 def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
@@ -253,7 +252,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
     m["opset"] = opset_of(work / "encoder.onnx")
     if m["opset"] != OPSET:
         raise FleetError(f"the exporter wrote opset {m['opset']}, expected {OPSET}",
-                         "check the torch/onnxscript versions against models.md §1", exit_code=3)
+                         "check the torch/onnxscript versions against docs/reference/models.md §1", exit_code=3)
 
     with report.step("check onnxruntime fp32 vs torch") as s:
         enc_s, ckv_s, dec_s = (session(work / f"{r}.onnx") for r in ONNX_ROLES)
@@ -333,7 +332,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
         if not m["int8_wer_vs_fp32"] <= MAX_INT8_WER:
             raise FleetError(f"verification failed: INT8 transcript {int8_text!r} differs from "
                              f"fp32 {fp32_text!r} (word distance {m['int8_wer_vs_fp32']:.0%} > "
-                             f"{MAX_INT8_WER:.0%})", "check the INT8 recipe (models.md §5)",
+                             f"{MAX_INT8_WER:.0%})", "check the INT8 recipe (docs/reference/models.md §5)",
                              exit_code=3)
         s["detail"] = (f"word distance to fp32 {m['int8_wer_vs_fp32']:.0%}: {int8_text!r}")
         del enc_q, ckv_q, dec_q
@@ -375,7 +374,7 @@ def build_cpu(work: Path, report) -> tuple[list[dict], dict]:
             raise FleetError(f"verification failed: CTranslate2 int8 transcript {ct2_text!r} "
                              f"differs from ONNX int8 {int8_text!r} (word distance "
                              f"{m['ct2_int8_wer_vs_onnx_int8']:.0%} > {MAX_INT8_WER:.0%})",
-                             "check the ctranslate2 version against models.md §1", exit_code=3)
+                             "check the ctranslate2 version against docs/reference/models.md §1", exit_code=3)
         s["detail"] = (f"word distance to ONNX int8 {m['ct2_int8_wer_vs_onnx_int8']:.0%}: "
                        f"{ct2_text!r}")
 

@@ -1,7 +1,7 @@
 """Explicit-tensor wrappers around HF Whisper submodules, for ONNX export.
 
 No SDPA, no HF Cache objects, no attention-mask helpers: attention is matmul + softmax written
-out, and the decoder's key/value cache is plain tensors in and out (models.md §5). Imports torch
+out, and the decoder's key/value cache is plain tensors in and out (docs/reference/models.md §5). Imports torch
 at module level: import this module only inside build functions.
 
 Shapes (batch 1, d_model 384, 4 layers, 6 heads of 64):
@@ -21,7 +21,7 @@ from torch import nn
 from fleet.models.whisper import D_MODEL, N_HEADS
 
 HEAD_DIM = D_MODEL // N_HEADS  # 64
-SCALE = HEAD_DIM ** -0.5  # 1/8, applied to q at run time (HF and CT2 both do; models.md §4)
+SCALE = HEAD_DIM ** -0.5  # 1/8, applied to q at run time (HF and CT2 both do; docs/reference/models.md §4)
 
 
 def _split(x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +106,7 @@ class DecoderStep(nn.Module):
     Args:
         hf_model: the loaded WhisperForConditionalGeneration.
         untied: give the output projection its own copy of the embedding matrix. Needed before
-            INT8 quantization of the dynamo export (models.md §5); the fp32 export keeps it tied
+            INT8 quantization of the dynamo export (docs/reference/models.md §5); the fp32 export keeps it tied
             so Gather and MatMul share one initializer (114 MB instead of 193 MB).
     """
 

@@ -10,7 +10,7 @@ command is wrapped so the shell prints its pid and ``exec``s the agent under it)
 is given up on (no reply in time, a reply out of order, the link lost) or the agent does not exit
 after ``shutdown``, the controller ends that one process over a new short exec channel
 (:func:`kill_command`): a hung agent must not keep holding the board's NPU (a Hailo VDevice or an
-RKNN context admits one process; /work/shared/reference/device_apis.md), or the next agent could
+RKNN context admits one process; docs/reference/device_apis.md §5.2), or the next agent could
 not open it.
 """
 

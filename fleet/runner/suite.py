@@ -5,7 +5,8 @@ suite.yml keys:
     name: str                        suite name (default: folder name)
     pipeline: str                    a device_agent pipeline, e.g. asr.whisper_hybrid
     model: str                       the artifact set the pipeline loads, e.g. whisper-tiny.en
-    dataset: str                     folder under suites/datasets/, deployed to fleet_root/data/<dataset>
+    dataset: str                     a catalog data set (fleet datasets list), read from the data root
+                                     ($FLEET_DATA) and deployed to fleet_root/data/<dataset>
     requires: {accelerators: [..], boards: [..]}   which boards the suite runs on (default: all)
     options: {..}                    pipeline options passed with every request
     request_timeout_s: float         per-request timeout (s), default 120
@@ -138,8 +139,16 @@ class Suite:
         return dict(self.thresholds.get(board.board_class, {}))
 
     def dataset_dir(self) -> Path:
-        """Controller-side copy of the dataset: suites/datasets/<dataset>."""
-        return self.dir.parent / "datasets" / self.dataset
+        """The suite's data set in the controller's data root ($FLEET_DATA; docs/contracts.md §5),
+        every file present with its catalog size.
+
+        Raises:
+            FleetError: unknown data set, or missing from the data root (the fix names
+                ``fleet datasets fetch`` and FLEET_DATA).
+        """
+        from fleet.datasets.local import require
+
+        return require(self.dataset)
 
     def dataset_items(self) -> list[dict]:
         """Entries of the dataset's manifest.jsonl (each has at least ``id``, ``audio``/``text``).

@@ -8,18 +8,12 @@ Each records its round-trip times (ms) as metrics so the results store holds the
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from fleet.metrics.asr import wer_cer
 
 INFO_REQUESTS = 50
 CLIPS = 3
-#: the controller's copy of the speech set (the suite lives outside suites/, so
-#: Suite.dataset_dir() would look in benchmarks/suites/datasets)
-SPEECH = Path(__file__).resolve().parents[3] / "suites" / "datasets" / "speech"
 
 
 def test_info_requests(board, agent, record):
@@ -39,7 +33,7 @@ def test_info_requests(board, agent, record):
 def test_whisper_clips(board, agent, suite, record):
     """CLIPS real clips transcribed on the board; WER over them stays under 0.2 (a sanity bound:
     the full 20-clip set measures 3.0 % on emulated boards, suites/whisper_hybrid)."""
-    items = [json.loads(x) for x in (SPEECH / "manifest.jsonl").read_text().splitlines() if x.strip()][:CLIPS]
+    items = suite.dataset_items()[:CLIPS]
     agent.request("load", {"pipeline": suite.pipeline, "options": suite.options})
     hyps, rtt = [], []
     for it in items:

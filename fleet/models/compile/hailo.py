@@ -1,11 +1,11 @@
 """Hailo Dataflow Compiler adapter: fp32 ONNX + calibration set -> ``.hef`` (hailo8l / hailo8).
 
-Call sequence (shared/reference/device_apis.md §2.1; hailocs/hailo-whisper
+Call sequence (docs/reference/device_apis.md §2.1; hailocs/hailo-whisper
 conversion/convert_whisper_encoder.py; Hailo-Application-Code-Examples):
 ``ClientRunner(hw_arch=…)`` -> ``translate_onnx_model(onnx, net_name, start_node_names,
 end_node_names, net_input_shapes)`` -> ``optimize(calib_data)`` -> ``compile()`` (bytes of the
 HEF). The DFC (Python package ``hailo_sdk_client``) is not on PyPI: it comes from the Hailo
-Developer Zone, DFC v3.x for Hailo-8/8L (device_apis.md §0). It is imported lazily; without it
+Developer Zone, DFC v3.x for Hailo-8/8L (docs/reference/device_apis.md §0). It is imported lazily; without it
 ``available()`` says why and what to install.
 
 Calibration layout: the DFC parses ONNX as NCHW and takes calibration data NHWC, (N, H, W, C)
@@ -15,7 +15,7 @@ calibration array is [N, *input_shape] (fleet.models.calibration): the per-sampl
 dropped and 4-D [C, H, W] samples are transposed to [H, W, C].
 
 The HEF must be compiled for the board's architecture: a hailo8 HEF on a Hailo-8L fails with
-``HEF format is not compatible with device`` (HAILO_INVALID_HEF, device_apis.md §5.3).
+``HEF format is not compatible with device`` (HAILO_INVALID_HEF, docs/reference/device_apis.md §5.3).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def compile_hef(graph: Path, inputs: list[dict], outputs: list[dict],
             raise FleetError(f"Hailo DFC {version} {name} of {Path(graph).name} for {hw_arch} "
                              f"failed: {type(e).__name__}: {e}",
                              "check the graph against the DFC's supported layers (Hailo "
-                             "Dataflow Compiler user guide); see device_apis.md §2",
+                             "Dataflow Compiler user guide); see docs/reference/device_apis.md §2",
                              exit_code=3) from e
         seconds[name] = round(time.perf_counter() - t0, 3)
         return r

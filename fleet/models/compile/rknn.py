@@ -10,7 +10,7 @@ the .npy files of a multi-input sample separated by spaces (API reference 2.3.2,
 sample is written as one .npy per input with the graph's own batch-1 shape and layout: for 4-D
 inputs rknn-toolkit2 2.5.0 wants the ONNX (NCHW) layout in .npy files and refuses NHWC ("The
 input('….npy') shape (1, 1000, 80, 1) is wrong, expect 'nchw' like (1, 1, 1000, 80)!", measured
-here), unlike run-time ``inference()``, whose default for 4-D is NHWC (device_apis.md §5.6). Scheme: ``w8a8`` (the only
+here), unlike run-time ``inference()``, whose default for 4-D is NHWC (docs/reference/device_apis.md §5.6). Scheme: ``w8a8`` (the only
 dtype listed for RK3588), ``normal`` algorithm, per-channel weights (``quantized_method``
 ``channel``, the toolkit's default), ``build(auto_hybrid=True)`` (see AUTO_HYBRID).
 """

@@ -5,7 +5,7 @@ Usage: ``<toolchain venv>/bin/python rknn_worker.py REQUEST.json RESULT.json``
 This file is executed by the toolchain venv's Python (numpy 1.26, onnx 1.18, rknn-toolkit2
 2.5.0), never imported by fleet: it uses only the standard library, numpy and ``rknn.api``.
 The call sequence is rknn-toolkit2's documented one (API reference 2.3.2 §3, rknn_model_zoo
-examples/whisper/python/convert.py; shared/reference/device_apis.md §3.2):
+examples/whisper/python/convert.py; docs/reference/device_apis.md §3.2):
 ``RKNN(verbose)`` -> ``config(target_platform, quantized_dtype, quantized_algorithm,
 quantized_method)`` -> ``load_onnx(model, inputs, input_size_list)`` ->
 ``build(do_quantization=True, dataset=LIST, auto_hybrid)`` -> ``export_rknn(path)``; with ``simulate``:
