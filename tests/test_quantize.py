@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 from emulation_artifacts import ARTIFACTS, shared_root
@@ -18,7 +19,7 @@ from device_agent.rag.embedder import load_tokenizer
 from fleet.errors import FleetError
 from fleet.models.calibration import CalibrationSet
 from fleet.models.parity import eval_texts
-from fleet.models.quantize import quantize_static_qdq, select_nodes
+from fleet.models.quantize import QDQ_SCHEME, quantize_static_qdq, select_nodes
 
 MINILM = ARTIFACTS / "cpu" / "minilm-l6-v2" / "encoder_static.onnx"
 COS_MIN = 0.985  # measured 0.9920 per-channel / 0.9908 per-tensor on these 48 texts (16 calibration samples)
@@ -77,10 +78,15 @@ def test_graph_is_static_qdq_as_declared(models):
     ops = {n.op_type for n in m.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     inits = {i.name: i for i in m.graph.initializer}
-    # weights: int8 with one scale per output channel
+    # weights: 8-bit symmetric stored as uint8 with zero point 128 (the U8U8 scheme), one scale per
+    # output channel
     per_ch = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
-              and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[1]].dims) == 1]
+              and inits[n.input[0]].data_type == onnx.TensorProto.UINT8 and len(inits[n.input[1]].dims) == 1]
     assert len(per_ch) == 30  # 6 layers x (q, k, v, out, fc1); fc2 stays float
+    assert det["scheme"] == QDQ_SCHEME
+    for n in per_ch:
+        zp = onnx.numpy_helper.to_array(inits[n.input[2]])
+        assert (zp == 128).all(), n.name
     # the GELU-fed FFN down-projections keep float activations (no DequantizeLinear in front)
     quant, kept = select_nodes(MINILM)
     assert len(quant) == 30 and len(kept) == 6
