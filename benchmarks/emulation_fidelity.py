@@ -33,6 +33,7 @@ import argparse
 import atexit
 import hashlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -221,8 +222,14 @@ def main() -> int:
             scheme_sweep(model, tmp, sweep)
     md = to_markdown(rows, sweep)
     print(md)
+    # ratios are measured in one process, interleaved, but load still flatters one side: judge
+    # them on a quiet machine (the load average says whether this one was)
+    load = os.getloadavg()
+    print(f"\n{os.cpu_count()} CPUs, threads={args.threads}; load average at the end "
+          f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "threads": args.threads, "reps": args.reps, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "threads": args.threads, "reps": args.reps, "load_average": list(load),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows, "sweep": sweep}, indent=2))
     if args.markdown:
