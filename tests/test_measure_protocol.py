@@ -297,7 +297,7 @@ def _stored_run(tmp_path, invalid=False):
     th = (lambda k: tel(throttled=(0, 0x4))) if invalid else (lambda k: tel())
     m = Protocol(MeasurementConfig(warmup=0, min_queries=3), clock=clock).run(ITEMS[:3], querier(clock, 500, th))
     r = Result(run, "sim-pi5-1", "test_latency", "failed" if invalid else "passed",
-               metrics=[Metric("latency_p50_ms", m.latency["p50_ms"], "ms")],
+               metrics=[Metric("latency_n", m.latency["n"], "count"), Metric("latency_p50_ms", m.latency["p50_ms"], "ms")],
                telemetry=[{"label": q.item["id"], **q.result["telemetry"]} for q in m.queries],
                telemetry_summary={"summary": m.summary, "measurement": m.to_dict()})
     s.add_result(r)
@@ -312,7 +312,7 @@ def test_store_keeps_traces_and_aggregate_in_one_write(tmp_path):
     assert t["traces"][0]["trace"]["values"]["pi5.temp"] == [45.0, 46.0]
     assert t["aggregate"]["measurement"]["verdict"] == "VALID"
     assert "trace" not in s.telemetry(rid, traces=False)["traces"][0]
-    assert s.results(run)[0].metrics[0].name == "latency_p50_ms"
+    assert [m.name for m in s.results(run)[0].metrics] == ["latency_n", "latency_p50_ms"]
 
 
 def test_results_cli_telemetry_json_table_and_csv(tmp_path, capsys):
@@ -325,6 +325,12 @@ def test_results_cli_telemetry_json_table_and_csv(tmp_path, capsys):
     assert fleet_main(["results", run, "--db", str(db), "--telemetry", "--csv", str(tmp_path / "csv")]) == 0
     out = capsys.readouterr().out
     assert "INVALID" in out and "throttled during the measurement" in out and "power = pi5.power_soc" in out
+    # n beside the percentiles; the ones 3 samples cannot give are "–" with the reason
+    assert "p99 not reported: n=3 < 101" in out and "p90_early_stopping not reported: n=3 < 64" in out
+    assert data["boards"][0]["metrics"]["latency_n"]["value"] == 3 and t["measurement"]["latency"]["p99_ms"] is None
+    assert fleet_main(["results", run, "--db", str(db)]) == 0
+    head = next(line for line in capsys.readouterr().out.splitlines() if "p50 ms" in line)
+    assert head.index(" n ") < head.index("p50 ms")
     files = sorted((tmp_path / "csv").rglob("*.csv"))
     assert len(files) == 4
     rows = list(csv.reader(files[0].open()))
@@ -332,3 +338,13 @@ def test_results_cli_telemetry_json_table_and_csv(tmp_path, capsys):
     assert rows[1] == ["0.0", "45.0", "0", "4.0"]
     summary = list(csv.DictReader((tmp_path / "csv" / run / "summary.csv").open()))
     assert summary[0]["verdict"] == "INVALID" and float(summary[0]["energy_per_inference_j"]) == pytest.approx(2.0)
+    assert (summary[0]["n"], summary[0]["p99_ms"], summary[0]["p90_early_stopping_ms"]) == ("3", "", "")
+
+
+def test_report_shows_n_beside_the_percentiles(tmp_path):
+    from fleet.report.html import test_detail
+
+    s, _, run, _ = _stored_run(tmp_path)
+    html = test_detail(s, s.results(run)[0], plots=False)
+    assert "latency n=3: p50 501 ms · p90 – · p90_early_stopping – · p99 –" in html
+    assert "not reported: p90: n=3 &lt; 11" in html
