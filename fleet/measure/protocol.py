@@ -365,7 +365,8 @@ class Query:
 
 @dataclass
 class Measurement:
-    """A finished measurement: queries, latency, merged telemetry, verdict."""
+    """A finished measurement: queries, latency (``latency_stats``), merged telemetry, verdict;
+    ``hit_max_duration`` when max_duration_s stopped it before its minimums."""
 
     config: MeasurementConfig
     queries: list[Query] = field(default_factory=list)
