@@ -64,6 +64,10 @@ def test_suite_passes_on_every_board_with_real_speech(fleet, capsys):
     lat = next(r for r in results if r.test == "test_latency")
     p50 = next(m for m in lat.metrics if m.name == "latency_p50_ms")
     assert p50.unit == "ms" and p50.value > 0
+    # n beside the percentiles; a p99 only from the 101 samples it needs to differ from the max
+    names = {m.name: m.value for m in lat.metrics}
+    assert names["latency_n"] >= suite.measurement.min_queries and names["measurement_valid"] == 1.0
+    assert ("latency_p99_ms" in names) == (names["latency_n"] >= 101)
     info = {b["name"]: b["info"] for b in store.boards(run_id)}
     assert info["sim-rk3588-1"]["accelerator"] == "rk3588" and info["sim-rk3588-1"]["emulated"] is True
 

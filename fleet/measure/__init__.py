@@ -7,9 +7,11 @@ from .protocol import (
                        MeasurementConfig,
                        Protocol,
                        decide_validity,
+                       early_stopping_t,
                        latency_stats,
+                       min_samples,
                        wait_for_cooldown,
 )
 
-__all__ = ["MeasurementConfig", "Measurement", "Protocol", "decide_validity", "latency_stats",
-           "wait_for_cooldown"]
+__all__ = ["MeasurementConfig", "Measurement", "Protocol", "decide_validity", "early_stopping_t",
+           "latency_stats", "min_samples", "wait_for_cooldown"]

@@ -5,14 +5,19 @@ One query at a time (the next is issued when the previous completes). A measurem
 1. optionally cools down: polls the board's temperature until the chosen zone (or the hottest
    one) is below ``cooldown.below_c``, giving up after ``cooldown.timeout_s``;
 2. runs ``warmup`` queries that are left out of every figure;
-3. issues queries, cycling over the items, until at least ``min_queries`` have completed, every
-   item has run once, and ``min_duration_s`` has passed since the first measured query was
-   issued (LoadGen's min_query_count and min_duration), or ``max_queries`` is reached;
-4. reports latency p50/p90/p99 with n, min, max and mean, and a verdict: VALID, or INVALID with
-   every reason that applies:
+3. issues queries, cycling over the items, until all three minimums are met: at least
+   ``min_queries`` completed, every item ran once, and ``min_duration_s`` passed since the first
+   measured query was issued (LoadGen's min_query_count and min_duration). Being fast never makes
+   a measurement INVALID: a fast board simply runs more queries. The only other way out is the
+   safety bound ``max_duration_s`` (LoadGen's max_duration); reaching it before the minimums is
+   INVALID with that reason. There is no query cap: one used to end fast boards' runs before
+   min_duration_s (issue 13), and a cap that only ends runs whose minimums are met would never act;
+4. reports latency as LoadGen does (``latency_stats``): n, min, max, mean, p50/p90/p99 and the
+   early-stopping estimate of the p90, each percentile null with the reason when n is too small
+   for it; and a verdict: VALID, or INVALID with every reason that applies:
 
-   - too few samples (n < min_queries),
-   - too short (duration < min_duration_s),
+   - max_duration_s reached before the minimums,
+   - too few samples (n < min_queries), not every item ran, too short (< min_duration_s),
    - start temperature above ``start_temp_max_c``,
    - cool-down timed out,
    - throttled, frequency-capped, at the soft temperature limit or undervolted during the
@@ -20,22 +25,53 @@ One query at a time (the next is issued when the previous completes). A measurem
 
 An INVALID measurement never passes a latency threshold: the suite fails the test with the
 reasons. A board without a temperature or throttle sensor cannot show a violation; that is
-stated in ``notes``, not hidden. Percentiles use numpy's default (linear interpolation), as the
-rest of fleet's latency figures do. The clock and sleep are injectable for tests.
+stated in ``notes``, not hidden. The clock and sleep are injectable for tests.
+
+Percentiles (LoadGen ``loadgen/results.cc``, ``PerformanceSummary::ProcessLatencies``): the
+latencies sorted ascending, percentile p is the sample at index floor(n * p) (0-based), no
+interpolation. That index is the maximum's (n - 1) unless floor(n * p) <= n - 2, i.e. unless
+n * (1 - p) > 1: a p99 from 100 samples or fewer *is* the maximum, a p90 from 10 or fewer too. So
+a percentile is reported only from n >= ``min_samples(p)`` = floor(1 / (1 - p)) + 1 samples (p50:
+3, p90: 11, p99: 101) and is null otherwise, with the reason. floor(n * p) is computed exactly
+(fractions), where LoadGen multiplies doubles.
+
+Early stopping (LoadGen ``loadgen/results.cc`` ``PerformanceSummary::EarlyStopping`` and
+``loadgen/early_stopping.cc``; MLPerf Inference rules, "Early stopping"): SingleStream's reported
+p90 is the t-th largest latency, where t is the largest number of queries over the p90 that still
+lets one claim, with 99 % confidence (tolerance 0), that the true p90 is no higher:
+t = max{t >= 1 : P(Binomial(n, 1 - p) <= t) < 1 - 0.99}. LoadGen searches for the same t through
+``MinPassingQueriesFinder`` (the smallest h with BetaRegularized(p, h, 1 + t) < 1 - c, then
+n >= h + t); BetaRegularized(p, h, 1 + t) is exactly that binomial tail for h + t queries. No t
+exists below 64 queries for the p90 (LoadGen: "Need to process at least 64 queries for early
+stopping"); the estimate is then null with the reason, and the measurement stays VALID (fleet's
+suites set their own, smaller min_queries; LoadGen would call such a run INVALID).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
 
 from device_agent.telemetry.summary import merge
 
-_KEYS = {"min_queries", "min_duration_s", "max_queries", "start_temp_max_c", "cooldown", "sample_hz"}
+_KEYS = {"min_queries", "min_duration_s", "max_duration_s", "start_temp_max_c", "cooldown", "sample_hz"}
 _COOLDOWN_KEYS = {"below_c", "zone", "timeout_s", "poll_s"}
+#: keys that were removed, with what to use instead
+_REMOVED = {"max_queries": "it ended fast boards' runs before min_duration_s (issue 13); a run now ends when "
+                           "its minimums are met; bound a slow board with max_duration_s (e.g. 600)"}
+
+#: percentiles reported, as LoadGen lists them (fractions of 1)
+PERCENTILES = {"p50": Fraction(1, 2), "p90": Fraction(9, 10), "p99": Fraction(99, 100)}
+#: LoadGen's SingleStream target percentile and early-stopping settings (loadgen/results.cc)
+TARGET_PERCENTILE = "p90"
+EARLY_STOPPING_CONFIDENCE = 0.99
+EARLY_STOPPING_TOLERANCE = 0.0
 
 
 def _num(d: dict, key: str, where: str, lo: float | None = 0.0, integer: bool = False, strict: bool = False):
@@ -50,25 +86,29 @@ def _num(d: dict, key: str, where: str, lo: float | None = 0.0, integer: bool = 
 
 @dataclass
 class MeasurementConfig:
-    """Protocol settings (suite.yml ``measurement:``; ``warmup`` comes from ``warmup_requests``).
+    """Protocol settings: the single definition of suite.yml's ``measurement:`` block (``warmup``
+    comes from ``warmup_requests``). A run ends when min_queries, every item once and
+    min_duration_s are all met, or at max_duration_s (then INVALID).
 
     Attributes:
         warmup: queries run first and excluded.
-        min_queries: minimum measured queries.
-        min_duration_s: minimum measured duration (s), first issue to last completion.
-        max_queries: stop here even if min_duration_s is not reached (then INVALID: too short).
+        min_queries: minimum measured queries (>= 1).
+        min_duration_s: minimum measured duration (s), first issue to last completion (>= 0).
+        max_duration_s: safety bound (s, > min_duration_s): stop there even before the minimums,
+            and the measurement is INVALID; None = no bound (each query still has the suite's
+            request_timeout_s).
         start_temp_max_c: INVALID when the start temperature (°C) is above it.
         cooldown_below_c: wait before measuring until the zone is below this (°C); None = no wait.
         cooldown_zone: channel name or its last part (e.g. ``cpu-thermal``); None = the hottest.
         cooldown_timeout_s: give up waiting after this (s); the measurement is then INVALID.
         cooldown_poll_s: polling interval (s).
-        sample_hz: telemetry sampling rate requested from the agent (Hz).
+        sample_hz: telemetry sampling rate requested from the agent (Hz, 0 < x <= 100).
     """
 
     warmup: int = 1
     min_queries: int = 1
     min_duration_s: float = 0.0
-    max_queries: int | None = None
+    max_duration_s: float | None = None
     start_temp_max_c: float | None = None
     cooldown_below_c: float | None = None
     cooldown_zone: str | None = None
@@ -81,11 +121,14 @@ class MeasurementConfig:
         """Parse suite.yml's ``measurement:`` mapping.
 
         Raises:
-            ValueError: unknown key, wrong type or out-of-range value (message names the key).
+            ValueError: unknown or removed key, wrong type or out-of-range value (message names
+            the key and what to do).
         """
         if d is not None and not isinstance(d, dict):
             raise ValueError(f"measurement must be a mapping, got {type(d).__name__}")
         d = dict(d or {})
+        for k in sorted(set(d) & set(_REMOVED)):
+            raise ValueError(f"measurement.{k} is no longer supported: {_REMOVED[k]}")
         unknown = set(d) - _KEYS
         if unknown:
             raise ValueError(f"unknown measurement key(s) {', '.join(sorted(unknown))}; "
@@ -96,10 +139,11 @@ class MeasurementConfig:
             c.min_queries = _num(d, "min_queries", w, 1, integer=True)
         if "min_duration_s" in d:
             c.min_duration_s = float(_num(d, "min_duration_s", w, 0))
-        if d.get("max_queries") is not None:
-            c.max_queries = _num(d, "max_queries", w, 1, integer=True)
-            if c.max_queries < c.min_queries:
-                raise ValueError(f"measurement.max_queries ({c.max_queries}) is below min_queries ({c.min_queries})")
+        if d.get("max_duration_s") is not None:
+            c.max_duration_s = float(_num(d, "max_duration_s", w, 0, strict=True))
+            if c.max_duration_s <= c.min_duration_s:
+                raise ValueError(f"measurement.max_duration_s ({c.max_duration_s:g}) must be above "
+                                 f"min_duration_s ({c.min_duration_s:g}), e.g. 600")
         if d.get("start_temp_max_c") is not None:
             c.start_temp_max_c = float(_num(d, "start_temp_max_c", w, None))
         if "sample_hz" in d:
@@ -129,14 +173,82 @@ class MeasurementConfig:
         return c
 
 
+def percentile_index(n: int, p: Fraction) -> int:
+    """LoadGen's index of percentile ``p`` (0 < p < 1) in ``n`` ascending latencies: floor(n * p)."""
+    return math.floor(n * p)
+
+
+def min_samples(p: Fraction) -> int:
+    """The fewest samples from which percentile ``p`` is not the maximum: the smallest n with
+    floor(n * p) <= n - 2, i.e. n * (1 - p) > 1; floor(1 / (1 - p)) + 1 (p50: 3, p90: 11, p99: 101)."""
+    return math.floor(1 / (1 - p)) + 1
+
+
+def early_stopping_t(n: int, p: Fraction, confidence: float = EARLY_STOPPING_CONFIDENCE) -> int | None:
+    """LoadGen's SingleStream early-stopping t for percentile ``p`` with tolerance 0: the largest
+    t >= 1 with P(Binomial(n, 1 - p) <= t) < 1 - confidence, or None when even t = 1 fails (too
+    few queries: n < 64 for the p90 at 99 %). The estimate is the t-th largest latency.
+
+    The binomial pmf is summed in log space (lgamma), so n in the millions neither underflows
+    nor overflows; cost O(t)."""
+    q = float(1 - p)
+    lp, lq = math.log(float(p)), math.log(q)
+    lg_n = math.lgamma(n + 1)
+    cdf, t = 0.0, None
+    for k in range(n + 1):
+        cdf += math.exp(lg_n - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lq + (n - k) * lp)
+        if cdf >= 1 - confidence:
+            break
+        if k >= 1:
+            t = k
+    return t
+
+
+@functools.lru_cache(maxsize=None)
+def early_stopping_min_queries(p: Fraction, confidence: float = EARLY_STOPPING_CONFIDENCE) -> int:
+    """The fewest queries for which ``early_stopping_t`` exists (p90 at 99 %: 64)."""
+    n = 2
+    while early_stopping_t(n, p, confidence) is None:
+        n += 1
+    return n
+
+
 def latency_stats(ms: list[float]) -> dict:
-    """{n, p50_ms, p90_ms, p99_ms, min_ms, max_ms, mean_ms} of latencies in ms (n=0: only n)."""
-    a = np.asarray(ms, dtype=float)
-    if a.size == 0:
+    """Latency figures of one measurement as LoadGen reports them (see the module docstring).
+
+    Args:
+        ms: per-query latencies (ms), any order.
+
+    Returns:
+        {"n", "min_ms", "max_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms",
+        "p90_early_stopping_ms", "unreported": {key: reason}}; a percentile from too few samples
+        is None and ``unreported`` says why. n = 0 gives only {"n": 0}.
+    """
+    a = np.sort(np.asarray(ms, dtype=float))
+    n = int(a.size)
+    if n == 0:
         return {"n": 0}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"n": int(a.size), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "min_ms": float(a.min()), "max_ms": float(a.max()), "mean_ms": float(a.mean())}
+    out: dict = {"n": n, "min_ms": float(a[0]), "max_ms": float(a[-1]), "mean_ms": float(a.mean())}
+    unreported = {}
+    for name, p in PERCENTILES.items():
+        need = min_samples(p)
+        if n >= need:
+            out[f"{name}_ms"] = float(a[percentile_index(n, p)])
+        else:
+            out[f"{name}_ms"] = None
+            unreported[f"{name}_ms"] = (f"n={n} < {need}: a {name} from {need - 1} samples or fewer is the "
+                                        f"maximum (LoadGen index floor(n*p))")
+    p = PERCENTILES[TARGET_PERCENTILE]
+    t = early_stopping_t(n, p)
+    key = f"{TARGET_PERCENTILE}_early_stopping_ms"
+    if t is None:
+        out[key] = None
+        unreported[key] = (f"n={n} < {early_stopping_min_queries(p)}: LoadGen's early-stopping estimate "
+                           f"needs that many queries ({EARLY_STOPPING_CONFIDENCE:.0%} confidence, tolerance 0)")
+    else:
+        out[key] = float(a[n - t])
+    out["unreported"] = unreported
+    return out
 
 
 def zone_temps(temps: dict[str, float | None], zone: str | None) -> dict[str, float]:
@@ -187,7 +299,8 @@ def start_temperature(summary: dict | None, zone: str | None) -> tuple[str | Non
 
 def decide_validity(n: int, duration_s: float, summary: dict | None, cfg: MeasurementConfig,
                     start: tuple[str | None, float | None] = (None, None),
-                    cooldown: dict | None = None) -> tuple[bool, list[str], list[str]]:
+                    cooldown: dict | None = None, items: tuple[int, int] | None = None,
+                    hit_max_duration: bool = False) -> tuple[bool, list[str], list[str]]:
     """VALID or INVALID with reasons.
 
     Args:
@@ -197,13 +310,20 @@ def decide_validity(n: int, duration_s: float, summary: dict | None, cfg: Measur
         cfg: the protocol settings.
         start: (channel, °C) of the start temperature.
         cooldown: the result of wait_for_cooldown, if one ran.
+        items: (distinct items measured, items given) when every item had to run once.
+        hit_max_duration: the run was stopped by ``cfg.max_duration_s``.
 
     Returns:
         (valid, reasons, notes): reasons make it INVALID; notes are caveats (e.g. unchecked).
     """
     reasons, notes = [], []
+    if hit_max_duration:
+        reasons.append(f"max_duration_s {cfg.max_duration_s:g} s reached before the minimums were met "
+                       f"(the board is too slow for them, or raise max_duration_s)")
     if n < cfg.min_queries:
         reasons.append(f"too few samples: n={n} < min_queries {cfg.min_queries}")
+    if items is not None and items[0] < items[1]:
+        reasons.append(f"not every item ran: {items[0]} of {items[1]}")
     if duration_s < cfg.min_duration_s:
         reasons.append(f"too short: {duration_s:.2f} s < min_duration_s {cfg.min_duration_s:g} s")
     ch, t = start
@@ -245,7 +365,8 @@ class Query:
 
 @dataclass
 class Measurement:
-    """A finished measurement: queries, latency, merged telemetry, verdict."""
+    """A finished measurement: queries, latency (``latency_stats``), merged telemetry, verdict;
+    ``hit_max_duration`` when max_duration_s stopped it before its minimums."""
 
     config: MeasurementConfig
     queries: list[Query] = field(default_factory=list)
@@ -255,6 +376,7 @@ class Measurement:
     summary: dict | None = None
     start: tuple = (None, None)
     cooldown: dict | None = None
+    hit_max_duration: bool = False
     valid: bool = True
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -278,7 +400,8 @@ class Measurement:
         """Plain data for the results store (no per-query results)."""
         return {"verdict": self.verdict, "valid": self.valid, "reasons": list(self.reasons),
                 "notes": list(self.notes), "n": len(self.queries), "warmup": len(self.warmup),
-                "duration_s": self.duration_s, "latency": dict(self.latency),
+                "duration_s": self.duration_s, "hit_max_duration": self.hit_max_duration,
+                "latency": dict(self.latency),
                 "start_temp": {"channel": self.start[0], "temp_c": self.start[1]},
                 "cooldown": self.cooldown, "config": asdict(self.config)}
 
@@ -330,8 +453,7 @@ class Protocol:
             t = self.clock()
             r = query(item)
             m.warmup.append(Query(i, item, r, self.latency_of(r), t))
-        need = max(c.min_queries, len(items) if cover_all else 0)
-        cap = None if c.max_queries is None else max(c.max_queries, need if cover_all else 0)
+        n_items = len(items) if cover_all else 0
         t_start = self.clock()
         k = 0
         while True:
@@ -341,9 +463,11 @@ class Protocol:
             m.queries.append(Query(k, item, r, self.latency_of(r), t - t_start))
             k += 1
             elapsed = self.clock() - t_start
-            if cap is not None and k >= cap:
+            # the minimums first: a query that meets them at the bound still counts
+            if k >= c.min_queries and k >= n_items and elapsed >= c.min_duration_s:
                 break
-            if k >= need and elapsed >= c.min_duration_s:
+            if c.max_duration_s is not None and elapsed >= c.max_duration_s:
+                m.hit_max_duration = True
                 break
         m.duration_s = self.clock() - t_start
         m.latency = latency_stats([q.latency_ms for q in m.queries])
@@ -352,6 +476,7 @@ class Protocol:
         first = next((s for s in sums if s), None)
         zone = c.cooldown_zone
         m.start = start_temperature(first, zone)
+        covered = (min(len(m.queries), len(items)), len(items)) if cover_all else None
         m.valid, m.reasons, m.notes = decide_validity(len(m.queries), m.duration_s, m.summary, c, m.start,
-                                                      m.cooldown)
+                                                      m.cooldown, covered, m.hit_max_duration)
         return m

@@ -74,8 +74,9 @@ def trace_to_csv(trace: dict, path: str | Path) -> Path:
 
 def export_csv(store, run_id: str, out_dir: str | Path) -> list[Path]:
     """Every trace of a run as ``<out>/<run>/<board>/<test>/<seq>_<label>.csv``, plus
-    ``<out>/<run>/summary.csv`` (one row per result with telemetry: board, test, verdict and
-    the headline figures). Returns the files written."""
+    ``<out>/<run>/summary.csv`` (one row per result with telemetry: board, test, verdict, n and
+    the percentiles, empty where n is too small for one, and the headline figures). Returns the
+    files written."""
     base = Path(out_dir) / _safe(run_id)
     files: list[Path] = []
     rows = []
@@ -92,7 +93,9 @@ def export_csv(store, run_id: str, out_dir: str | Path) -> list[Path]:
             rows.append({"board": r.board, "test": r.test, "outcome": r.outcome,
                          "verdict": meas.get("verdict", ""), "reasons": " | ".join(meas.get("reasons", [])),
                          "n": lat.get("n", ""), "p50_ms": lat.get("p50_ms", ""), "p90_ms": lat.get("p90_ms", ""),
-                         "p99_ms": lat.get("p99_ms", ""), **headline(agg.get("summary"))})
+                         "p90_early_stopping_ms": lat.get("p90_early_stopping_ms", ""),
+                         "p99_ms": lat.get("p99_ms", ""),  # empty: too few samples (latency.unreported)
+                         **headline(agg.get("summary"))})
     if rows:
         base.mkdir(parents=True, exist_ok=True)
         keys = list(dict.fromkeys(k for row in rows for k in row))

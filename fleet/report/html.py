@@ -275,6 +275,13 @@ def test_detail(store, r, plots: bool = True) -> str:
     if meas:
         out.append(f"<p>measurement: <strong class=\"{'passed' if meas.get('valid') else 'failed'}\">"
                    f"{e(meas.get('verdict'))}</strong> {e('; '.join(meas.get('reasons') or []))}</p>")
+        lat = meas.get("latency") or {}
+        if lat.get("n"):  # n beside the percentiles; a null one with why (fleet.measure.latency_stats)
+            pct = [f"{k.removesuffix('_ms')} {fmt(lat.get(k), 'ms')}" for k in
+                   ("p50_ms", "p90_ms", "p90_early_stopping_ms", "p99_ms") if k in lat]
+            why = [f"{k.removesuffix('_ms')}: {v}" for k, v in (lat.get("unreported") or {}).items()]
+            out.append(f"<p class=latency-n>latency n={e(lat['n'])}: {e(' · '.join(pct))}"
+                       + (f" <span class=muted>(not reported: {e('; '.join(why))})</span>" if why else "") + "</p>")
     if plots and tel["traces"]:
         svg = P.telemetry_plot(tel["traces"], f"{r.board} · {r.test}: temperature and power")
         if svg:

@@ -1,7 +1,8 @@
 """`fleet results [RUN] [--json] [--telemetry] [--csv DIR]`: the store's view of a run, a row per
 board; ``--telemetry`` adds, per board and measured test, the measurement verdict (VALID/INVALID
-with reasons), latency p50/p90/p99 with n, temperatures, power, energy per inference, throttle
-events and frequency drops; ``--csv DIR`` writes every telemetry trace as CSV."""
+with reasons), latency n beside p50/p90, the p90 early-stopping estimate and p99 (a percentile
+from too few samples shows "–" and a note why), temperatures, power, energy per inference,
+throttle events and frequency drops; ``--csv DIR`` writes every telemetry trace as CSV."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fleet.errors import FleetError
 COLUMNS = [
     ("wer", "WER", "{:.1%}"),
     ("cer", "CER", "{:.1%}"),
+    ("latency_n", "n", "{:.0f}"),  # the samples behind the percentiles, always beside them
     ("latency_p50_ms", "p50 ms", "{:.0f}"),
     ("latency_p90_ms", "p90 ms", "{:.0f}"),
     ("latency_p99_ms", "p99 ms", "{:.0f}"),
@@ -165,7 +167,8 @@ def _print_telemetry(console, data: dict) -> None:
 
     t = Table(title="measurements (telemetry sampled during every request; emu = emulated model)")
     for col, just in (("board", "left"), ("test", "left"), ("verdict", "left"), ("n", "right"),
-                      ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"), ("min–max ms", "right"),
+                      ("p50 ms", "right"), ("p90 ms", "right"), ("p90 ES ms", "right"), ("p99 ms", "right"),
+                      ("min–max ms", "right"),
                       ("°C max/mean", "right"), ("power W", "right"), ("J/inf", "right"),
                       ("throttle", "right"), ("f-drops", "right")):
         t.add_column(col, justify=just)
@@ -188,7 +191,7 @@ def _print_telemetry(console, data: dict) -> None:
                 power = f"{h['power_mean_w']:.2f}" + (" emu" if h.get("power_emulated") else "")
             t.add_row(b["name"], tr["test"], f"[{color}]{verdict}[/]", _fmt(lat.get("n"), "{}"),
                       _fmt(lat.get("p50_ms"), "{:.0f}"), _fmt(lat.get("p90_ms"), "{:.0f}"),
-                      _fmt(lat.get("p99_ms"), "{:.0f}"),
+                      _fmt(lat.get("p90_early_stopping_ms"), "{:.0f}"), _fmt(lat.get("p99_ms"), "{:.0f}"),
                       f"{lat['min_ms']:.0f}–{lat['max_ms']:.0f}" if "min_ms" in lat else "–",
                       temp, power, _fmt(h.get("energy_per_inference_j"), "{:.2f}"),
                       str(h.get("throttle_events", 0)) if h.get("throttle_checked") else "unchecked",
@@ -200,6 +203,8 @@ def _print_telemetry(console, data: dict) -> None:
                              + (f" ({h['power_note']})" if h.get("power_note") else ""))
             for n in meas.get("notes", []):
                 notes.append(f"{b['name']} {tr['test']}: note: {n}")
+            for key, why in (lat.get("unreported") or {}).items():  # null percentiles (fleet.measure)
+                notes.append(f"{b['name']} {tr['test']}: {key.removesuffix('_ms')} not reported: {why}")
     if not t.rows:
         console.print("no telemetry recorded in this run")
         return

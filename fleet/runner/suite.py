@@ -11,11 +11,13 @@ suite.yml keys:
     options: {..}                    pipeline options passed with every request
     request_timeout_s: float         per-request timeout (s), default 120
     warmup_requests: int             requests run first and left out of latency figures (default 1)
-    measurement: {..}                the latency protocol (fleet.measure.protocol, MLPerf SingleStream
-                                     style): min_queries, min_duration_s, max_queries,
-                                     start_temp_max_c, sample_hz, cooldown: {below_c, zone,
-                                     timeout_s, poll_s}. A measurement breaking it is INVALID and
-                                     fails the latency test with the reason.
+    measurement: {..}                the latency protocol (fleet.measure.protocol.MeasurementConfig,
+                                     MLPerf SingleStream style): min_queries, min_duration_s (a run
+                                     goes on until both and every item are met), max_duration_s
+                                     (safety bound, reaching it is INVALID), start_temp_max_c,
+                                     sample_hz, cooldown: {below_c, zone, timeout_s, poll_s}. A
+                                     measurement breaking it is INVALID and fails the latency test
+                                     with the reason.
     thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated | hailo8l | hailo8 | rk3588 | cpu;
                                      null = not measured for that class yet, reported, not enforced
     parity: {inputs: int, bounds: {CLASS: {KEY: value|null}}}  the NPU-stage parity test: `inputs`
