@@ -25,6 +25,7 @@ COMMANDS = [
     "fleet.toolchain.cli",
     "fleet.runner.cli",
     "fleet.results.cli",
+    "fleet.results.runs_cli",
     "fleet.report.cli",
     "fleet.dashboard.cli",
     "fleet.doctor.cli",

@@ -64,7 +64,7 @@ def _workers_arg(value: str):
 def register(sub) -> None:
     p = sub.add_parser("test", help="run a suite (pytest) on every matching board, boards in parallel",
                        usage="fleet test SUITE_DIR [options] [-- PYTEST_ARGS ...]")
-    p.add_argument("suite_dir", help="suite folder, e.g. suites/whisper_hybrid")
+    p.add_argument("suite_dir", metavar="SUITE_DIR", help="suite folder, e.g. suites/whisper_hybrid")
     p.add_argument("--inventory", "-i", default="inventory/sim.yml", help="Ansible inventory (default inventory/sim.yml)")
     p.add_argument("--limit", help="only these hosts (Ansible-style pattern)")
     p.add_argument("-n", dest="workers", default="auto", type=_workers_arg,
@@ -91,7 +91,7 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
               db: str | None = None, keyword: str | None = None, junit: str | None = None,
               extra: list[str] | None = None, quiet: bool = False,
               ignore_fingerprint: bool = False, resume: str | None = None,
-              lease_wait: float = 0.0, lease_ttl: float | None = None) -> tuple[str, int]:
+              lease_wait: float = 0.0, lease_ttl: float | None = None, pytest_stdout=None) -> tuple[str, int]:
     """Run a suite on the matching boards; returns (run_id, exit code).
 
     A board whose stack fingerprint fails `fleet doctor` is refused (its tests are ``error``)
@@ -208,7 +208,7 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
             cmd += ["-k", keyword]
         cmd += list(extra or [])
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        returncode = _run_pytest(cmd, env)
+        returncode = _run_pytest(cmd, env, stdout=pytest_stdout)
         results = store.results(run_id)
         outcomes = {r.outcome for r in results} - {"not-run"}
         if returncode in (0, 1) and outcomes:
@@ -262,14 +262,14 @@ def _child_db(store, env: dict) -> str:
     return "-"
 
 
-def _run_pytest(cmd: list[str], env: dict) -> int:
+def _run_pytest(cmd: list[str], env: dict, stdout=None) -> int:
     """Run pytest; on KeyboardInterrupt (Ctrl-C reaches the whole process group, `kill -INT`
     only us) make sure pytest stops too: give it a moment to see its own SIGINT, forward one,
     then SIGTERM and SIGKILL. Its workers close their agent sessions (the agents exit) on the
     way out. Re-raises KeyboardInterrupt."""
     import signal
 
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -287,6 +287,9 @@ def _run_pytest(cmd: list[str], env: dict) -> int:
 
 
 def cmd_test(args) -> int:
+    """`fleet test`: run the suite, then print the run's table (or with --json its summary:
+    ``fleet results RUN --json`` plus ``exit_code`` and ``junit``; pytest's own output then goes
+    to stderr so stdout is only the JSON)."""
     import argparse
 
     from fleet.paths import runs_dir
@@ -295,8 +298,21 @@ def cmd_test(args) -> int:
     run_id, rc = run_suite(args.suite_dir, args.inventory, args.limit, args.workers, args.db,
                            args.keyword, args.junit, args.pytest_args,
                            ignore_fingerprint=args.ignore_fingerprint, resume=args.resume,
-                           lease_wait=args.lease_wait, lease_ttl=args.lease_ttl)
+                           lease_wait=args.lease_wait, lease_ttl=args.lease_ttl,
+                           pytest_stdout=sys.stderr if args.json else None)
+    junit = str(args.junit or runs_dir() / run_id / "junit.xml")
+    if args.json:
+        from fleet import jsonout
+        from fleet.results.cli import open_read_only, summarize
+
+        store = open_read_only(args.db)
+        try:
+            data = summarize(store, run_id)
+        finally:
+            store.close()
+        print(jsonout.dumps({**data, "exit_code": rc, "junit": junit}))
+        return rc
     # the same table `fleet results RUN` prints
     cmd_results(argparse.Namespace(run=run_id, db=args.db, json=False, telemetry=False, csv=None))
-    print(f"run {run_id}: JUnit XML in {args.junit or runs_dir() / run_id / 'junit.xml'}")
+    print(f"run {run_id}: JUnit XML in {junit}")
     return rc
