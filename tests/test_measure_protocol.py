@@ -163,10 +163,11 @@ def test_suite_yml_measurement_block(tmp_path):
     assert s.measurement.warmup == s.warmup_requests and s.measurement.start_temp_max_c == 75
     d = tmp_path / "s"
     d.mkdir()
-    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: m\ndataset: d\nmeasurement: {min_queries: -1}\n")
+    (d / "test_s.py").write_text("")
+    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: whisper-tiny.en\ndataset: speech\nmeasurement: {min_queries: -1}\n")
     with pytest.raises(FleetError, match="measurement.min_queries must be >= 1"):
         load_suite(d)
-    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: m\ndataset: d\n"
+    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: whisper-tiny.en\ndataset: speech\n"
                                  "thresholds: {emulated: {latency_p99_ms_max: 900, energy_per_inference_j_max: 2}}\n")
     assert load_suite(d).thresholds["emulated"]["latency_p99_ms_max"] == 900
 
