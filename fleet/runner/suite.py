@@ -1,5 +1,6 @@
 """A suite folder: ``suite.yml`` (pipeline, dataset, board requirements, thresholds per board class)
-plus ``test_*.py``. This module reads and checks suite.yml.
+plus ``test_*.py``. This module reads suite.yml; fleet.runner.suite_schema checks it (pydantic
+models of every key below, the JSON Schema in docs/suite.schema.json generated from them).
 
 suite.yml keys:
     name: str                        suite name (default: folder name)
@@ -12,7 +13,7 @@ suite.yml keys:
     request_timeout_s: float         per-request timeout (s), default 120
     warmup_requests: int             requests run first and left out of latency figures (default 1)
     measurement: {..}                the latency protocol (fleet.measure.protocol, MLPerf SingleStream
-                                     style): min_queries, min_duration_s, max_queries,
+                                     style): min_queries, min_duration_s, max_duration_s, max_queries,
                                      start_temp_max_c, sample_hz, cooldown: {below_c, zone,
                                      timeout_s, poll_s}. A measurement breaking it is INVALID and
                                      fails the latency test with the reason.
@@ -62,9 +63,6 @@ THRESHOLD_KEYS = {
     "mcd_db_max": ("mcd_db", "max", "dB"),
     "target_f0_gap_semitones_max": ("target_f0_gap_semitones", "max", "semitones"),
 }
-KNOWN_KEYS = {"name", "pipeline", "model", "dataset", "requires", "options", "thresholds",
-              "request_timeout_s", "warmup_requests", "description", "measurement", "parity"}
-PARITY_KEYS = {"inputs", "bounds"}
 PARITY_BOUND_KEYS = {
     # key: (parity metric it bounds, "max" | "min", unit); metrics from the agent's parity op
     "cosine_min": ("parity_cosine_min", "min", "ratio"),
@@ -74,12 +72,9 @@ PARITY_BOUND_KEYS = {
 }
 
 
-def check_parity(f: Path, block) -> dict:
-    """The ``parity:`` block of a validated suite.yml as {"inputs": int, "bounds": {class: {key: number|None}}}
-    (``inputs`` 6 when the block omits it, 0 when there is no block: no parity test).
-
-    ``f`` is unused (kept for callers); the block was checked by fleet.runner.suite_schema.validate.
-    """
+def _parity(block: dict | None) -> dict:
+    """A validated ``parity:`` block as {"inputs": int, "bounds": {class: {key: number|None}}}
+    (``inputs`` 6 when the block omits it; no block: inputs 0, i.e. no parity test)."""
     if block is None:
         return {"inputs": 0, "bounds": {}}
     bounds = block.get("bounds") or {}
@@ -188,6 +183,6 @@ def load_suite(suite_dir: str | Path) -> Suite:
         raise FleetError(f"{f}: {e}", "see the measurement: block of suites/whisper_hybrid/suite.yml") from None
     return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
                  dataset=data["dataset"], accelerators=accs, boards=boards, options=dict(data.get("options") or {}),
-                 thresholds={k: dict(v or {}) for k, v in th.items() if v is not None},
+                 thresholds={k: dict(v or {}) for k, v in th.items()},
                  request_timeout_s=float(data.get("request_timeout_s", 120.0)),
-                 warmup_requests=warmup, measurement=measurement, parity=check_parity(f, data.get("parity")))
+                 warmup_requests=warmup, measurement=measurement, parity=_parity(data.get("parity")))
