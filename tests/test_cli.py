@@ -82,7 +82,6 @@ def test_results_unknown_run(capsys, tmp_path):
 # ------------------------------------------------------------------ issue 13 §4: no traceback, reads never write
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -218,33 +217,7 @@ def test_push_without_prometheus_is_refused(tmp_path, capsys):
     assert "--push http://pg:9091 needs --prometheus" in err and "fix: add --prometheus" in err
 
 
-def test_report_out_is_a_folder(tmp_path, capsys):
-    _store_with_run(tmp_path / "r.db")
-    out = tmp_path / "reports"
-    out.mkdir()
-    assert main(["report", "--db", str(tmp_path / "r.db"), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert f"--out {out} is a folder" in err and f"--out {out / 'report.html'}" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db", "reports"] and list(out.iterdir()) == []
-
-
-@pytest.mark.parametrize("port", ["99999", "-1", "http"])
-def test_dashboard_bad_port(port, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["dashboard", "--port", port])
-    assert e.value.code == 2
-    assert "is not a TCP port: give a number from 0 to 65535" in capsys.readouterr().err
-
-
-def test_dashboard_port_in_use(tmp_path, capsys):
-    _store_with_run(tmp_path / "r.db")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        assert main(["dashboard", "--db", str(tmp_path / "r.db"), "--port", str(port)]) == 2
-    err = capsys.readouterr().err
-    assert f"port {port} on 127.0.0.1 is in use" in err and "--port 0" in err
+# `fleet report --out DIR` and `fleet dashboard --port`: tests/test_report.py, tests/test_dashboard.py
 
 
 def test_runs_lists_and_filters_with_iso_times(tmp_path, capsys):
