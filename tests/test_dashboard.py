@@ -113,7 +113,11 @@ def test_bad_port_and_port_in_use_are_messages(tmp_path, capsys):
     import socket
 
     from fleet.cli import main
+    from fleet.results.store import Store
 
+    assert main(["dashboard", "--db", str(tmp_path / "none.db")]) == 2   # read-only: no store is created
+    assert "no results store at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+    Store(tmp_path / "r.db").close()
     with pytest.raises(SystemExit) as e:
         main(["dashboard", "--port", "99999"])
     assert e.value.code == 2 and "'99999' is not a TCP port" in capsys.readouterr().err

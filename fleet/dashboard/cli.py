@@ -29,7 +29,13 @@ def cmd_dashboard(args) -> int:
     from fleet.results.store import db_location
 
     db = db_location(args.db)
-    shown = parse_target(db).display  # a malformed URL fails here, before the server binds; no password shown
+    target = parse_target(db)  # a malformed URL fails here, before the server binds
+    shown = target.display  # no password shown
+    if target.path is not None and not target.path.exists():
+        from fleet.errors import FleetError
+
+        raise FleetError(f"no results store at {target.path}",
+                         "give the store `fleet test` wrote with --db (or $FLEET_DB), or run `fleet test SUITE_DIR` first")
     try:
         srv = make_server(db, args.host, args.port)
     except OSError as e:

@@ -111,7 +111,7 @@ def suite_model() -> type[BaseModel]:
     Accelerator = _one_of("accelerator", ACCELERATORS, "fleet.inventory")
     BoardClass = _one_of("board", BOARD_CLASSES, "fleet.inventory")
     PipelineName = _one_of("pipeline", PIPELINES, "device_agent.pipelines")
-    ModelName = _one_of("model", KNOWN_MODELS, "fleet models list")
+    ModelName = _one_of("model", KNOWN_MODELS, "the model recipes: fleet models build --help")
     DatasetName = _one_of("dataset", load_catalog(), "fleet datasets list")
 
     class Requires(_Strict):
