@@ -146,8 +146,8 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
             if prev["suite"] != suite.name:
                 raise FleetError(f"run {resume} ran suite {prev['suite']}, not {suite.name}",
                                  "resume it with its own suite folder")
-            run_id = resume
-            run_dir = runs_dir() / run_id
+            rid = resume
+            run_dir = runs_dir() / rid
             boards_file = run_dir / "boards.json"
             if boards_file.exists():
                 from fleet.inventory import Board
@@ -155,15 +155,16 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
                 boards = [Board(**b) for b in json.loads(boards_file.read_text())]
             else:
                 boards = [b for b in load_inventory(prev.get("inventory") or inventory, limit) if suite.matches(b)]
-            done, dropped = _prepare_resume(store, run_id)
+            done, dropped = _prepare_resume(store, rid)
             run_dir.mkdir(parents=True, exist_ok=True)
             boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
             log = run_dir / "resumes.json"
             history = json.loads(log.read_text()) if log.exists() else []
             history.append({"resumed_at": time.time(), "argv": redact_argv(sys.argv), "kept": done, "rerun": dropped})
             log.write_text(json.dumps(history, indent=1))
-            argv = json.loads(prev.get("argv") or "[]") + ["--resume", run_id]
-            store.reopen_run(run_id, argv)
+            argv = json.loads(prev.get("argv") or "[]") + ["--resume", rid]
+            store.reopen_run(rid, argv)
+            run_id = rid  # from here a failure marks the resumed run
         else:
             boards = matching
             # a fresh id the store has not seen (several controllers may share a PostgreSQL store)
