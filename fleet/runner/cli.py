@@ -81,9 +81,9 @@ def register(sub) -> None:
                    help="wait up to S seconds for boards leased by another run (default 0: skip them as not-run)")
     p.add_argument("--lease-ttl", type=float, default=None, metavar="S",
                    help="lease expiry (s), renewed every S/3 while the run lives (default 60)")
-    # pytest's own options go after `--` (fleet.cli splits them off); not a positional argument,
-    # which argparse would list as required when SUITE_DIR is missing
     p.add_argument("--json", action="store_true", help="print the run's summary as JSON (as `fleet results RUN --json`)")
+    # pytest's own options go after `--` (fleet.cli splits them off into pytest_args); not a
+    # positional argument, which argparse would list as required when SUITE_DIR is missing
     p.set_defaults(func=cmd_test, pytest_args=[])
 
 
