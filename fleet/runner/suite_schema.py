@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import sys
+import types
 import typing
 from functools import lru_cache
 from pathlib import Path
@@ -201,11 +202,24 @@ def _field_at(loc: tuple):
     return model, info
 
 
-def _kind(info) -> str:
-    types = set(_unwrap(info.annotation)) if info is not None else set()
-    kind = ("a whole number" if int in types else "a number" if float in types else "a string" if str in types
-            else "a list" if list in types else "a mapping")
-    return kind + (" or null" if type(None) in types else "")
+def _kind(info, item: bool = False) -> str:
+    """What the field at hand takes (``item``: an item of that list field), in words: "a number
+    or null", "a list", "a mapping" ..."""
+    ann = info.annotation if info is not None else None
+    nullable = False
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        args = typing.get_args(ann)
+        nullable = type(None) in args
+        ann = next((a for a in args if a is not type(None)), None)
+    if item and typing.get_origin(ann) is list:
+        ann, nullable = typing.get_args(ann)[0], False
+    if typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    ann = typing.get_origin(ann) or ann
+    kind = {int: "a whole number", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(ann)
+    if kind is None:
+        kind = "a mapping" if isinstance(ann, type) and issubclass(ann, BaseModel) else "another type"
+    return kind + (" or null" if nullable else "")
 
 
 def _where(loc: tuple) -> str:
@@ -236,7 +250,8 @@ def _issue(err: dict) -> tuple[str, str]:
         return f"{where} must be {bounds[t]} {limit:g}, got {got!r}", desc + example
     if t == "string_too_short":
         return f"{where} must not be empty", desc
-    return f"{where} must be {_kind(info)}, got {got!r}", f"write {_kind(info)}{example}; {desc}"
+    kind = _kind(info, item=isinstance(loc[-1], int))
+    return f"{where} must be {kind}, got {got!r}", f"write {kind}{example}; {desc}"
 
 
 def _option_issues(data: dict) -> list[tuple[str, str]]:
