@@ -83,17 +83,17 @@ EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE is 13 on Linux
 
 
 def _log_traceback(e: BaseException) -> str:
-    """Write ``e``'s traceback (and the argv) to a new file under ``.fleet/logs/`` of the project
-    (the system temp folder if that is not writable); returns the file's path."""
+    """Write ``e``'s traceback (and the argv) to a new file in :func:`fleet.paths.logs_dir` (the
+    system temp folder if that is not writable); returns the file's path."""
     import tempfile
     import time
     import traceback
 
-    from fleet.paths import state_dir
+    from fleet.paths import logs_dir
 
     text = f"fleet {__version__}\nargv: {sys.argv!r}\n\n" + "".join(traceback.format_exception(e))
     name = time.strftime("internal-%Y%m%dT%H%M%SZ-", time.gmtime())
-    for folder in (state_dir() / "logs", Path(tempfile.gettempdir())):
+    for folder in (logs_dir(), Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, path = tempfile.mkstemp(prefix=name, suffix=".log", dir=folder)

@@ -258,3 +258,14 @@ def test_leases_json_times_are_iso(tmp_path, capsys):
         lz.release()
     for k in ("acquired", "renewed", "expires", "until"):
         assert row[k].endswith("Z") and row[k][10] == "T", row
+
+
+def test_logs_outside_a_checkout_go_to_the_cache(tmp_path, monkeypatch):
+    from fleet.paths import logs_dir
+
+    monkeypatch.delenv("FLEET_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert logs_dir() == tmp_path / "cache" / "fleet" / "logs"
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    assert logs_dir() == tmp_path / "home" / ".fleet" / "logs"
