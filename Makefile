@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 # postgresql: the tests start a throwaway PostgreSQL server from its binaries (results store over a URL).
 APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium postgresql
 
-.PHONY: setup system-deps data demo test models models-npu sim-down clean
+.PHONY: setup system-deps data demo test models models-npu sim-down clean suite-schema
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -68,3 +68,8 @@ sim-down:
 
 clean: sim-down
 	rm -rf artifacts runs results .fleet
+
+# docs/suite.schema.json (suite.yml's JSON Schema for editors) is generated from the validator
+# (fleet/runner/suite_schema.py); tests/test_suite_schema.py fails when the committed file is stale.
+suite-schema:
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m fleet.runner.suite_schema > docs/suite.schema.json

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from fleet import __version__
 from fleet.errors import FleetError
@@ -23,6 +25,7 @@ COMMANDS = [
     "fleet.toolchain.cli",
     "fleet.runner.cli",
     "fleet.results.cli",
+    "fleet.results.runs_cli",
     "fleet.report.cli",
     "fleet.dashboard.cli",
     "fleet.doctor.cli",
@@ -43,6 +46,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``fleet`` command; returns its exit status.
+
+    Exit status: 0 ok; 1 tests failed, or an internal error (one line on stderr naming a log file
+    that holds the traceback: never a traceback on the terminal); 2 bad input (a FleetError: the
+    message names the thing and the fix); 3 infrastructure; 130 interrupted; 141 (128 + SIGPIPE,
+    what a shell reports for a process SIGPIPE ended) when the reader of stdout went away, e.g.
+    ``fleet results --json | head``: quietly, as the Python docs advise
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+    """
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here as often as in print()
+        return rc
+    except FleetError as e:
+        print(f"fleet: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fleet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout's reader is gone: point stdout at /dev/null so the interpreter's final flush at
+        # exit does not raise again (the Python docs' recipe), and say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as e:  # noqa: BLE001 - the one place every unexpected error is turned into a line
+        where = _log_traceback(e)
+        msg = " ".join(str(e).split())[:300]
+        print(f"fleet: internal error: {type(e).__name__}: {msg} (traceback in {where})", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+EXIT_INTERNAL = 1
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE is 13 on Linux
+
+
+def _log_traceback(e: BaseException) -> str:
+    """Write ``e``'s traceback (and the argv) to a new file in :func:`fleet.paths.logs_dir` (the
+    system temp folder if that is not writable); returns the file's path."""
+    import tempfile
+    import time
+    import traceback
+
+    from fleet.paths import logs_dir
+
+    text = f"fleet {__version__}\nargv: {sys.argv!r}\n\n" + "".join(traceback.format_exception(e))
+    name = time.strftime("internal-%Y%m%dT%H%M%SZ-", time.gmtime())
+    for folder in (logs_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix=name, suffix=".log", dir=folder)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            return path
+        except OSError:
+            continue
+    return "(no writable log folder)"
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # `fleet test SUITE -- PYTEST_ARGS`: argparse's nested sub-commands reject what follows `--`,
@@ -59,14 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except FleetError as e:
-        print(f"fleet: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("fleet: interrupted", file=sys.stderr)
-        return 130
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,17 @@ def state_dir() -> Path:
     return project_root() / ".fleet"
 
 
+def logs_dir() -> Path:
+    """Where ``fleet`` writes the traceback of an internal error: ``.fleet/logs/`` of the project
+    ($FLEET_HOME or the checkout around the CWD), else ``$XDG_CACHE_HOME/fleet/logs`` (default
+    ``~/.cache/fleet/logs``), so a command run outside a checkout leaves no ``.fleet/`` behind."""
+    root = project_root()
+    if os.environ.get("FLEET_HOME") or (root / "pyproject.toml").exists():
+        return state_dir() / "logs"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "fleet" / "logs"
+
+
 def artifacts_dir() -> Path:
     """Built model artifacts and manifest.json (artifacts/)."""
     return Path(os.environ.get("FLEET_ARTIFACTS", project_root() / "artifacts"))

@@ -113,12 +113,29 @@ def test_inventory_every_command_says_the_same(tmp_path):
 # suite.yml: `fleet test SUITE --inventory inventory/lab.yml`
 # =============================================================================================
 SUITE_CASES = [
-    ("unknown_pipeline.yml", ["unknown pipeline 'asr.whisper_large'"], "declared pipelines: asr.whisper_hybrid"),
-    ("unknown_threshold_key.yml", ["unknown threshold key 'emulated.wer_maximum'"], "known keys: cer_max"),
-    ("wrong_types.yml", ["threshold 'emulated.wer_max' must be a number or null, got '5%'"],
-     "write a plain number in ratio (e.g. wer_max: 0.05)"),
-    ("wrong_type_timeout.yml", ["request_timeout_s must be a positive number, got 'two minutes'"],
-     "request_timeout_s: 120"),
+    # (file, words the message must hold, words the fix must hold); each fails on its own problem:
+    # the suite folder gets a test file, except for no_tests.yml
+    ("unknown_pipeline.yml", ["pipeline: unknown pipeline 'asr.whisper_large'"],
+     "did you mean 'asr.whisper_hybrid'? known pipelines: asr.whisper_hybrid, rag.hybrid"),
+    ("unknown_model.yml", ["model: unknown model 'whisper-tiny'"], "did you mean 'whisper-tiny.en'? known models: "),
+    ("unknown_dataset.yml", ["dataset: unknown dataset 'speach'"], "did you mean 'speech'? known datasets: "),
+    ("unknown_option.yml", ["unknown option 'options.precison' of pipeline asr.whisper_hybrid"],
+     "did you mean 'precision'? options of asr.whisper_hybrid: precision, "),
+    ("bad_option_value.yml", ["options.precision: option precision='int4' is not one of ['fp32', 'int8']"],
+     "did you mean 'int8'?"),
+    ("unknown_threshold_key.yml", ["unknown key 'thresholds.emulated.wer_maximum'"],
+     "did you mean 'wer_max'? known keys of thresholds.emulated: wer_max, cer_max"),
+    ("unknown_measurement_key.yml", ["unknown key 'measurement.min_duraton_s'"],
+     "did you mean 'min_duration_s'? known keys of measurement: min_queries"),
+    ("wrong_types.yml", ["thresholds.emulated.wer_max must be a number or null, got '5%'"],
+     "write a number or null (e.g. wer_max: 0.05)"),
+    ("wrong_type_timeout.yml", ["request_timeout_s must be a number, got 'two minutes'"],
+     "request_timeout_s: per-request timeout (s)"),
+    ("several_problems.yml", ["4 problems:", "missing key 'pipeline'",
+                              "unknown key 'pipline' (did you mean 'pipeline'?",
+                              "requires.accelerators[0]: unknown accelerator 'hailo8x' (did you mean 'hailo8'?",
+                              "warmup_requests must be >= 0, got -1"], "correct each key named above"),
+    ("no_tests.yml", ["no test files (test_*.py) beside suite.yml"], "add the suite's tests as "),
     ("truncated.yml", ["YAML syntax error at line 5"], "fix the YAML at that line"),
 ]
 
@@ -131,15 +148,18 @@ def test_suite_yml(name, words, fix, tmp_path, monkeypatch, capsys):
     suite = tmp_path / "suites" / "bad"
     suite.mkdir(parents=True)
     shutil.copy(CORPUS / "suite" / name, suite / "suite.yml")
+    if name != "no_tests.yml":
+        (suite / "test_bad.py").write_text("def test_nothing():\n    pass\n")
     before = tree_digest(suite)
     rc, err = _fleet(capsys, "test", suite, "--inventory", REPO / "inventory" / "lab.yml", "--db", home / "r.db")
     assert rc == 2, err
     msg, _, fix_line = err.partition("\n  fix: ")
-    assert msg.startswith(f"fleet: error: {suite / 'suite.yml'}: "), err
+    where = suite if name == "no_tests.yml" else suite / "suite.yml"
+    assert msg.startswith(f"fleet: error: {where}: "), err
     for w in words:
         assert w in msg, err
     assert fix in fix_line, err
-    assert tree_digest(suite) == before and list(home.iterdir()) == []   # no store, no runs/
+    assert tree_digest(suite) == before and list(home.iterdir()) == []   # no store, no runs/, no lease
 
 
 # =============================================================================================

@@ -106,3 +106,25 @@ def test_in_chromium(dash):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_bad_port_and_port_in_use_are_messages(tmp_path, capsys):
+    """`--port 99999` is refused by the parser; a port already in use is exit 2 naming it: no traceback."""
+    import socket
+
+    from fleet.cli import main
+    from fleet.results.store import Store
+
+    assert main(["dashboard", "--db", str(tmp_path / "none.db")]) == 2   # read-only: no store is created
+    assert "no results store at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+    Store(tmp_path / "r.db").close()
+    with pytest.raises(SystemExit) as e:
+        main(["dashboard", "--port", "99999"])
+    assert e.value.code == 2 and "'99999' is not a TCP port" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["dashboard", "--db", str(tmp_path / "r.db"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"fleet: error: port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err

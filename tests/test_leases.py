@@ -162,3 +162,23 @@ def test_fleet_test_waits_for_a_lease(tmp_path, monkeypatch):
     assert {(r.board, r.outcome) for r in res} == {("lab-1", "error"), ("lab-2", "error")}
     assert all("unreachable" in r.message for r in res)
     assert LeaseStore(db).list() == []            # released at the end of the run
+
+
+def test_fleet_test_json_is_the_run_summary(tmp_path, monkeypatch, capfd):
+    """`fleet test --json`: stdout is only the run's summary (pytest's output goes to stderr),
+    times ISO 8601 UTC, the exit code and JUnit path included; `fleet runs --json` lists the run."""
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    suite, inv = _offline_fleet(tmp_path)
+    db = tmp_path / "r.db"
+    rc = fleet_main(["test", str(suite), "--inventory", str(inv), "--db", str(db), "--json", "-n", "1"])
+    out, err = capfd.readouterr()
+    data = json.loads(out)
+    assert rc == 3 and data["exit_code"] == 3                      # boards unreachable: infrastructure
+    assert data["run"]["status"] == "error" and data["run"]["suite"] == "leasecheck"
+    assert data["run"]["started"].endswith("Z") and data["run"]["finished"].endswith("Z")
+    assert {b["name"] for b in data["boards"]} == {"lab-1", "lab-2"}
+    assert data["junit"].endswith(f"runs/{data['run']['id']}/junit.xml")
+    assert "test_one.py" in err or "error" in err                   # pytest's report went to stderr
+    assert fleet_main(["runs", "--db", str(db), "--json", "--suite", "leasecheck"]) == 0
+    assert [r["id"] for r in json.loads(capfd.readouterr().out)] == [data["run"]["id"]]
+    assert LeaseStore(db).list() == []

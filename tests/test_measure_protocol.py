@@ -279,10 +279,11 @@ def test_suite_yml_measurement_block(tmp_path):
     assert s.measurement.max_duration_s == 600
     d = tmp_path / "s"
     d.mkdir()
-    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: m\ndataset: d\nmeasurement: {min_queries: -1}\n")
+    (d / "test_s.py").write_text("")
+    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: whisper-tiny.en\ndataset: speech\nmeasurement: {min_queries: -1}\n")
     with pytest.raises(FleetError, match="measurement.min_queries must be >= 1"):
         load_suite(d)
-    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: m\ndataset: d\n"
+    (d / "suite.yml").write_text("pipeline: asr.whisper_hybrid\nmodel: whisper-tiny.en\ndataset: speech\n"
                                  "thresholds: {emulated: {latency_p99_ms_max: 900, energy_per_inference_j_max: 2}}\n")
     assert load_suite(d).thresholds["emulated"]["latency_p99_ms_max"] == 900
 

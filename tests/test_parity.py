@@ -100,10 +100,11 @@ def test_suite_parity_bounds_are_checked(tmp_path):
     assert s.parity["bounds"]["emulated"]["wer_delta_max"] is not None
     d = tmp_path / "s"
     d.mkdir()
+    (d / "test_s.py").write_text("")
     base = "pipeline: rag.hybrid\nmodel: minilm-l6-v2\ndataset: cranfield\n"
-    for block, msg in (("parity: {inputs: 4, bound: {}}", "unknown key(s) parity.bound"),
-                       ("parity: {bounds: {emulated: {cos_min: 0.9}}}", "unknown parity bound 'parity.bounds.emulated.cos_min'"),
-                       ("parity: {bounds: {tpu: {cosine_min: 0.9}}}", "unknown parity class"),
+    for block, msg in (("parity: {inputs: 4, bound: {}}", "unknown key 'parity.bound'"),
+                       ("parity: {bounds: {emulated: {cos_min: 0.9}}}", "unknown key 'parity.bounds.emulated.cos_min'"),
+                       ("parity: {bounds: {tpu: {cosine_min: 0.9}}}", "unknown key 'parity.bounds.tpu'"),
                        ("parity: {inputs: 0}", "parity.inputs"),
                        ("parity: {bounds: {emulated: {cosine_min: yes}}}", "must be a number")):
         (d / "suite.yml").write_text(base + block + "\n")

@@ -55,3 +55,26 @@ def test_report_cli(tmp_path):
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>") and ids[-1] in text
     assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?:", text)
+
+
+def test_report_out_folder_and_failed_write_leave_nothing(tmp_path, monkeypatch, capsys):
+    """`--out EXISTING_DIR` is refused before anything is read or written; a write that fails
+    (here the final rename) is exit 3 with the path, and no temp file is left beside it."""
+    import os
+
+    store, ids = build_sample_store(tmp_path / "r.db", runs=1)
+    store.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["report", "--db", str(tmp_path / "r.db"), "--out", str(out)]) == 2
+    assert f"--out {out} is a folder, not an HTML file" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+    def no_rename(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    assert main(["report", "--db", str(tmp_path / "r.db"), "--out", str(out / "r.html")]) == 3
+    err = capsys.readouterr().err
+    assert f"cannot write the report {out / 'r.html'}: Permission denied" in err and "fix: " in err
+    assert list(out.iterdir()) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from fleet.errors import FleetError
@@ -28,16 +27,31 @@ def _db_path(db: str | None):
     return db or os.environ.get("FLEET_DB") or default_db()
 
 
+def _missing_sqlite(db) -> bool:
+    """True when ``db`` names a SQLite file that does not exist (a server URL: False)."""
+    from fleet.results.dburl import parse_target
+
+    target = parse_target(db)
+    return target.path is not None and not target.path.exists()
+
+
 def cmd_leases(args) -> int:
+    from fleet import jsonout
     from fleet.leases import LeaseStore
 
-    store = LeaseStore(_db_path(args.db))
+    db = _db_path(args.db)
+    if args.action == "list" and _missing_sqlite(db):
+        # listing only reads: no store there means no lease, and no empty store is created
+        print("[]" if args.json else f"no board is leased (no results store at {db})")
+        return 0
+    store = LeaseStore(db)
     try:
         if args.action == "release":
             return _release(store, args)
         leases = store.list()
         if args.json:
-            print(json.dumps([lz.to_dict() for lz in leases], indent=2))
+            # times as ISO 8601 UTC (``until`` too: the table's local-time text is not for tools)
+            print(jsonout.dumps([{**lz.to_dict(), "until": lz.expires} for lz in leases]))
             return 0
         from rich.console import Console
         from rich.table import Table

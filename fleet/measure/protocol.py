@@ -63,7 +63,7 @@ from device_agent.telemetry.summary import merge
 _KEYS = {"min_queries", "min_duration_s", "max_duration_s", "start_temp_max_c", "cooldown", "sample_hz"}
 _COOLDOWN_KEYS = {"below_c", "zone", "timeout_s", "poll_s"}
 #: keys that were removed, with what to use instead
-_REMOVED = {"max_queries": "it ended fast boards' runs before min_duration_s (issue 13); a run now ends when "
+REMOVED_KEYS = {"max_queries": "it ended fast boards' runs before min_duration_s (issue 13); a run now ends when "
                            "its minimums are met; bound a slow board with max_duration_s (e.g. 600)"}
 
 #: percentiles reported, as LoadGen lists them (fractions of 1)
@@ -127,8 +127,8 @@ class MeasurementConfig:
         if d is not None and not isinstance(d, dict):
             raise ValueError(f"measurement must be a mapping, got {type(d).__name__}")
         d = dict(d or {})
-        for k in sorted(set(d) & set(_REMOVED)):
-            raise ValueError(f"measurement.{k} is no longer supported: {_REMOVED[k]}")
+        for k in sorted(set(d) & set(REMOVED_KEYS)):
+            raise ValueError(f"measurement.{k} is no longer supported: {REMOVED_KEYS[k]}")
         unknown = set(d) - _KEYS
         if unknown:
             raise ValueError(f"unknown measurement key(s) {', '.join(sorted(unknown))}; "

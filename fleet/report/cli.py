@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-from fleet.errors import FleetError
+from fleet.errors import EXIT_INFRA, FleetError
 
 
 def register(sub) -> None:
@@ -23,18 +24,44 @@ def register(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from fleet.report.html import render_report
-    from fleet.results.store import open_store
+    """Write the report; the output is checked before the store is read and written atomically
+    (a temp file beside it, renamed; removed if anything fails).
 
-    store = open_store(args.db)
-    run_id = args.run or store.latest_run()
-    if not run_id:
-        raise FleetError(f"the results store {store.path} has no runs yet", "run `fleet test SUITE_DIR` first")
-    html = render_report(store, run_id, baseline_runs=args.baseline_runs)
+    Raises:
+        FleetError: ``--out`` is a folder or its parent is not a folder (exit 2), no store or no
+            run (exit 2), the file cannot be written (exit 3).
+    """
+    from fleet.report.html import render_report
+    from fleet.results.cli import open_read_only
+
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    if out.is_dir():
+        raise FleetError(f"--out {out} is a folder, not an HTML file",
+                         f"give a file name, e.g. --out {out / 'report.html'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise FleetError(f"--out {out}: {out.parent} is not a folder", "give a path inside a folder")
+    store = open_read_only(args.db)
+    try:
+        run_id = args.run or store.latest_run()
+        if not run_id:
+            raise FleetError(f"the results store {store.path} has no runs yet", "run `fleet test SUITE_DIR` first")
+        html = render_report(store, run_id, baseline_runs=args.baseline_runs)
+    finally:
+        store.close()
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(html)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is meant to be shared
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as e:
+        raise FleetError(f"cannot write the report {out}: {e.strerror or e}",
+                         "check that the folder exists and is writable, or give another --out", EXIT_INFRA) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     print(f"wrote {out} ({len(html) // 1024} KiB) for run {run_id}", file=sys.stderr)
     return 0

@@ -6,7 +6,6 @@ throttle events and frequency drops; ``--csv DIR`` writes every telemetry trace 
 
 from __future__ import annotations
 
-import json
 import sys
 
 from fleet.errors import FleetError
@@ -95,13 +94,32 @@ def board_outcome(b: dict) -> str:
     return "not-run" if o.get("not-run") else next(iter(o))
 
 
+def open_read_only(db: str | None):
+    """The results store at ``db`` ($FLEET_DB, results/fleet.db) opened read-only: commands that
+    only read never create a store (or its folder) where none was.
+
+    Raises:
+        FleetError: no store there (exit 2), or as :class:`fleet.results.store.Store`.
+    """
+    from fleet.results.store import db_location, open_store
+
+    try:
+        return open_store(db, read_only=True)
+    except FileNotFoundError:
+        raise FleetError(f"no results store at {db_location(db)}",
+                         "give the store `fleet test` wrote with --db (or $FLEET_DB), or run `fleet test SUITE_DIR` first") from None
+
+
 def cmd_results(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from fleet.results.store import open_store
+    from fleet import jsonout
 
-    store = open_store(args.db)
+    if getattr(args, "push", None) and not getattr(args, "prometheus", False):
+        raise FleetError(f"--push {args.push} needs --prometheus (it pushes the Prometheus text of the run)",
+                         f"add --prometheus: fleet results --prometheus --push {args.push}")
+    store = open_read_only(args.db)
     run_id = args.run or store.latest_run()
     if not run_id:
         raise FleetError(f"the results store {store.path} has no runs yet", "run `fleet test SUITE_DIR` first")
@@ -116,7 +134,7 @@ def cmd_results(args) -> int:
     if args.json:
         if args.csv:
             data["csv"] = [str(p) for p in written]
-        print(json.dumps(data, indent=2, default=str))
+        print(jsonout.dumps(data))
         return 0
     run = data["run"]
     label = " · FINGERPRINT IGNORED" if run.get("fingerprint_ignored") else ""

@@ -413,8 +413,14 @@ class Store:
         rows = self._rows(select(RUNS).where(RUNS.c.id == run_id))
         return rows[0] if rows else None
 
-    def runs(self, limit: int = 20) -> list[dict]:
-        return self._rows(select(RUNS).order_by(RUNS.c.started.desc()).limit(limit))
+    def runs(self, limit: int = 20, suite: str | None = None, status: str | None = None) -> list[dict]:
+        """The newest ``limit`` runs (of ``suite``, with ``status`` when given), newest first."""
+        stmt = select(RUNS)
+        if suite is not None:
+            stmt = stmt.where(RUNS.c.suite == suite)
+        if status is not None:
+            stmt = stmt.where(RUNS.c.status == status)
+        return self._rows(stmt.order_by(RUNS.c.started.desc()).limit(limit))
 
     def boards(self, run_id: str) -> list[dict]:
         out = []

@@ -37,12 +37,37 @@ def auto_workers(boards, cpus: int | None = None) -> int:
     return n
 
 
+def parse_workers(value) -> str | int:
+    """``-n``: ``"auto"`` or a whole number of pytest-xdist workers >= 1.
+
+    Raises:
+        FleetError: anything else (exit 2), before any lease or run exists.
+    """
+    text = str(value).strip()
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise FleetError(f"-n {value!r} is not a number of parallel workers",
+                     "give -n auto (one worker per board) or a whole number >= 1, e.g. -n 4")
+
+
+def _workers_arg(value: str):
+    import argparse
+
+    try:
+        return parse_workers(value)
+    except FleetError as e:
+        raise argparse.ArgumentTypeError(f"{e.message}: {e.fix}") from None
+
+
 def register(sub) -> None:
-    p = sub.add_parser("test", help="run a suite (pytest) on every matching board, boards in parallel")
-    p.add_argument("suite_dir", help="suite folder, e.g. suites/whisper_hybrid")
+    p = sub.add_parser("test", help="run a suite (pytest) on every matching board, boards in parallel",
+                       usage="fleet test SUITE_DIR [options] [-- PYTEST_ARGS ...]")
+    p.add_argument("suite_dir", metavar="SUITE_DIR", help="suite folder, e.g. suites/whisper_hybrid")
     p.add_argument("--inventory", "-i", default="inventory/sim.yml", help="Ansible inventory (default inventory/sim.yml)")
     p.add_argument("--limit", help="only these hosts (Ansible-style pattern)")
-    p.add_argument("-n", dest="workers", default="auto",
+    p.add_argument("-n", dest="workers", default="auto", type=_workers_arg,
                    help="parallel workers: 'auto' = one per board (default; emulated boards: at most one per CPU), or a number")
     p.add_argument("--db", help="results store: a SQLite file or a SQLAlchemy URL such as "
                    "postgresql+psycopg://USER@HOST/DB (default $FLEET_DB, else results/fleet.db)")
@@ -56,15 +81,17 @@ def register(sub) -> None:
                    help="wait up to S seconds for boards leased by another run (default 0: skip them as not-run)")
     p.add_argument("--lease-ttl", type=float, default=None, metavar="S",
                    help="lease expiry (s), renewed every S/3 while the run lives (default 60)")
-    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    p.set_defaults(func=cmd_test)
+    p.add_argument("--json", action="store_true", help="print the run's summary as JSON (as `fleet results RUN --json`)")
+    # pytest's own options go after `--` (fleet.cli splits them off into pytest_args); not a
+    # positional argument, which argparse would list as required when SUITE_DIR is missing
+    p.set_defaults(func=cmd_test, pytest_args=[])
 
 
 def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers: str = "auto",
               db: str | None = None, keyword: str | None = None, junit: str | None = None,
               extra: list[str] | None = None, quiet: bool = False,
               ignore_fingerprint: bool = False, resume: str | None = None,
-              lease_wait: float = 0.0, lease_ttl: float | None = None) -> tuple[str, int]:
+              lease_wait: float = 0.0, lease_ttl: float | None = None, pytest_stdout=None) -> tuple[str, int]:
     """Run a suite on the matching boards; returns (run_id, exit code).
 
     A board whose stack fingerprint fails `fleet doctor` is refused (its tests are ``error``)
@@ -94,6 +121,7 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     from fleet.results.store import open_store
     from fleet.runner.suite import load_suite
 
+    n_workers = parse_workers(workers)  # before anything is leased or written
     suite = load_suite(suite_dir)
     # a bad inventory fails before the results store is opened: nothing written, not even an empty store
     matching = None if resume else [b for b in load_inventory(inventory, limit) if suite.matches(b)]
@@ -103,88 +131,85 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
                          f"(requires accelerators {sorted(suite.accelerators)}, boards {sorted(suite.boards)})",
                          "add such a board to the inventory or widen requires: in suite.yml")
     store = open_store(db)
-    done: list[list[str]] = []
-    if resume:
-        prev = store.run(resume)
-        if prev is None:
-            store.close()
-            raise FleetError(f"no run '{resume}' in {store.path}", "list runs with `fleet results --json`")
-        if prev["suite"] != suite.name:
-            store.close()
-            raise FleetError(f"run {resume} ran suite {prev['suite']}, not {suite.name}",
-                             "resume it with its own suite folder")
-        run_id = resume
-        run_dir = runs_dir() / run_id
-        boards_file = run_dir / "boards.json"
-        if boards_file.exists():
-            from fleet.inventory import Board
+    # from here on, whatever fails (even an error of ours) marks the run and frees its leases:
+    # never a run left `running` or a board held
+    run_id: str | None = None
+    run_dir: Path | None = None
+    leases = None
+    status, rc = "error", EXIT_INFRA
+    try:
+        done: list[list[str]] = []
+        if resume:
+            prev = store.run(resume)
+            if prev is None:
+                raise FleetError(f"no run '{resume}' in {store.path}", "list runs with `fleet runs`")
+            if prev["suite"] != suite.name:
+                raise FleetError(f"run {resume} ran suite {prev['suite']}, not {suite.name}",
+                                 "resume it with its own suite folder")
+            rid = resume
+            run_dir = runs_dir() / rid
+            boards_file = run_dir / "boards.json"
+            if boards_file.exists():
+                from fleet.inventory import Board
 
-            boards = [Board(**b) for b in json.loads(boards_file.read_text())]
+                boards = [Board(**b) for b in json.loads(boards_file.read_text())]
+            else:
+                boards = [b for b in load_inventory(prev.get("inventory") or inventory, limit) if suite.matches(b)]
+            done, dropped = _prepare_resume(store, rid)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
+            log = run_dir / "resumes.json"
+            history = json.loads(log.read_text()) if log.exists() else []
+            history.append({"resumed_at": time.time(), "argv": redact_argv(sys.argv), "kept": done, "rerun": dropped})
+            log.write_text(json.dumps(history, indent=1))
+            argv = json.loads(prev.get("argv") or "[]") + ["--resume", rid]
+            store.reopen_run(rid, argv)
+            run_id = rid  # from here a failure marks the resumed run
         else:
-            boards = [b for b in load_inventory(prev.get("inventory") or inventory, limit) if suite.matches(b)]
-        done, dropped = _prepare_resume(store, run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
-        log = run_dir / "resumes.json"
-        history = json.loads(log.read_text()) if log.exists() else []
-        history.append({"resumed_at": time.time(), "argv": redact_argv(sys.argv), "kept": done, "rerun": dropped})
-        log.write_text(json.dumps(history, indent=1))
-        argv = json.loads(prev.get("argv") or "[]") + ["--resume", run_id]
-        store.reopen_run(run_id, argv)
-    else:
-        boards = matching
-        # a fresh id the store has not seen (several controllers may share a PostgreSQL store)
-        run_id = store.new_run(suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
-                               "--ignore-fingerprint" not in sys.argv else []))
-        run_dir = runs_dir() / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        boards_file = run_dir / "boards.json"
-        boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
-    from fleet.leases import DEFAULT_TTL_S, RunLeases
+            boards = matching
+            # a fresh id the store has not seen (several controllers may share a PostgreSQL store)
+            run_id = store.new_run(suite.name, inventory=str(Path(inventory).resolve()), argv=list(sys.argv) + (["--ignore-fingerprint"] if ignore_fingerprint and
+                                   "--ignore-fingerprint" not in sys.argv else []))
+            run_dir = runs_dir() / run_id
+            run_dir.mkdir(parents=True, exist_ok=True)
+            boards_file = run_dir / "boards.json"
+            boards_file.write_text(json.dumps([b.to_dict() for b in boards], indent=1))
+        from fleet.leases import DEFAULT_TTL_S, RunLeases
 
-    leases = RunLeases(store.target.location(), run_id, ttl_s=lease_ttl or DEFAULT_TTL_S)
-    try:
+        leases = RunLeases(store.target.location(), run_id, ttl_s=lease_ttl or DEFAULT_TTL_S)
         leases.acquire([b.name for b in boards], wait_s=lease_wait)
-    except BaseException:
-        leases.release()
-        store.finish_run(run_id, "interrupted")
-        store.close()
-        raise
-    import shutil
+        import shutil
 
-    shutil.rmtree(run_dir / "lost", ignore_errors=True)  # lost-board markers of an earlier attempt
-    not_run_file = run_dir / "not_run.json"
-    not_run_file.write_text(json.dumps(leases.refused, indent=1))
-    done_file = run_dir / "done.json"
-    done_file.write_text(json.dumps(done))
-    n = auto_workers(boards) if workers == "auto" else int(workers)
-    env = dict(os.environ)
-    # Suites run with the plugins they need and no others: pytest would otherwise load every
-    # plugin installed in the venv (anyio, platformdirs, playwright ...) and, with bytecode off,
-    # re-compile their assertion-rewritten modules in the controller and in every xdist worker:
-    # ~1.3 s of CPU per process on this machine (cProfile of one `fleet test`).
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    cmd = [sys.executable, "-m", "pytest", str(suite.dir), "-p", "xdist.plugin", "-p", "fleet.runner.plugin",
-           "--fleet-run", run_id, "--fleet-boards", str(boards_file), "--fleet-db", _child_db(store, env),
-           "--fleet-suite", str(suite.dir), "--rootdir", str(suite.dir), "-p", "no:cacheprovider",
-           "-o", "addopts=", "-q" if quiet else "-v"]
-    n = min(n, len(boards))  # a board is exclusive: a worker beyond one per board has nothing to run
-    if n > 1:  # each worker runs the boards it owns (fleet.runner.plugin.owned_boards)
-        cmd += ["-n", str(n), "--dist", "each"]
-    if ignore_fingerprint:
-        cmd += ["--fleet-ignore-fingerprint"]
-    if leases.refused:
-        cmd += ["--fleet-not-run", str(not_run_file)]
-    if done:
-        cmd += ["--fleet-done", str(done_file)]
-    if keyword:
-        cmd += ["-k", keyword]
-    cmd += list(extra or [])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    status = "error"
-    rc = EXIT_INFRA
-    try:
-        returncode = _run_pytest(cmd, env)
+        shutil.rmtree(run_dir / "lost", ignore_errors=True)  # lost-board markers of an earlier attempt
+        not_run_file = run_dir / "not_run.json"
+        not_run_file.write_text(json.dumps(leases.refused, indent=1))
+        done_file = run_dir / "done.json"
+        done_file.write_text(json.dumps(done))
+        n = auto_workers(boards) if n_workers == "auto" else n_workers
+        env = dict(os.environ)
+        # Suites run with the plugins they need and no others: pytest would otherwise load every
+        # plugin installed in the venv (anyio, platformdirs, playwright ...) and, with bytecode off,
+        # re-compile their assertion-rewritten modules in the controller and in every xdist worker:
+        # ~1.3 s of CPU per process on this machine (cProfile of one `fleet test`).
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        cmd = [sys.executable, "-m", "pytest", str(suite.dir), "-p", "xdist.plugin", "-p", "fleet.runner.plugin",
+               "--fleet-run", run_id, "--fleet-boards", str(boards_file), "--fleet-db", _child_db(store, env),
+               "--fleet-suite", str(suite.dir), "--rootdir", str(suite.dir), "-p", "no:cacheprovider",
+               "-o", "addopts=", "-q" if quiet else "-v"]
+        n = min(n, len(boards))  # a board is exclusive: a worker beyond one per board has nothing to run
+        if n > 1:  # each worker runs the boards it owns (fleet.runner.plugin.owned_boards)
+            cmd += ["-n", str(n), "--dist", "each"]
+        if ignore_fingerprint:
+            cmd += ["--fleet-ignore-fingerprint"]
+        if leases.refused:
+            cmd += ["--fleet-not-run", str(not_run_file)]
+        if done:
+            cmd += ["--fleet-done", str(done_file)]
+        if keyword:
+            cmd += ["-k", keyword]
+        cmd += list(extra or [])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        returncode = _run_pytest(cmd, env, stdout=pytest_stdout)
         results = store.results(run_id)
         outcomes = {r.outcome for r in results} - {"not-run"}
         if returncode in (0, 1) and outcomes:
@@ -203,11 +228,15 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
         raise
     finally:
         try:
-            leases.release()
+            if leases is not None:
+                leases.release()
         finally:
-            store.finish_run(run_id, status)
-            write_junit(store, run_id, junit or run_dir / "junit.xml")
-            store.close()
+            try:
+                if run_id is not None:
+                    store.finish_run(run_id, status)
+                    write_junit(store, run_id, junit or run_dir / "junit.xml")
+            finally:
+                store.close()
     return run_id, rc
 
 
@@ -234,14 +263,14 @@ def _child_db(store, env: dict) -> str:
     return "-"
 
 
-def _run_pytest(cmd: list[str], env: dict) -> int:
+def _run_pytest(cmd: list[str], env: dict, stdout=None) -> int:
     """Run pytest; on KeyboardInterrupt (Ctrl-C reaches the whole process group, `kill -INT`
     only us) make sure pytest stops too: give it a moment to see its own SIGINT, forward one,
     then SIGTERM and SIGKILL. Its workers close their agent sessions (the agents exit) on the
     way out. Re-raises KeyboardInterrupt."""
     import signal
 
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -259,6 +288,9 @@ def _run_pytest(cmd: list[str], env: dict) -> int:
 
 
 def cmd_test(args) -> int:
+    """`fleet test`: run the suite, then print the run's table (or with --json its summary:
+    ``fleet results RUN --json`` plus ``exit_code`` and ``junit``; pytest's own output then goes
+    to stderr so stdout is only the JSON)."""
     import argparse
 
     from fleet.paths import runs_dir
@@ -267,8 +299,21 @@ def cmd_test(args) -> int:
     run_id, rc = run_suite(args.suite_dir, args.inventory, args.limit, args.workers, args.db,
                            args.keyword, args.junit, args.pytest_args,
                            ignore_fingerprint=args.ignore_fingerprint, resume=args.resume,
-                           lease_wait=args.lease_wait, lease_ttl=args.lease_ttl)
+                           lease_wait=args.lease_wait, lease_ttl=args.lease_ttl,
+                           pytest_stdout=sys.stderr if args.json else None)
+    junit = str(args.junit or runs_dir() / run_id / "junit.xml")
+    if args.json:
+        from fleet import jsonout
+        from fleet.results.cli import open_read_only, summarize
+
+        store = open_read_only(args.db)
+        try:
+            data = summarize(store, run_id)
+        finally:
+            store.close()
+        print(jsonout.dumps({**data, "exit_code": rc, "junit": junit}))
+        return rc
     # the same table `fleet results RUN` prints
     cmd_results(argparse.Namespace(run=run_id, db=args.db, json=False, telemetry=False, csv=None))
-    print(f"run {run_id}: JUnit XML in {args.junit or runs_dir() / run_id / 'junit.xml'}")
+    print(f"run {run_id}: JUnit XML in {junit}")
     return rc

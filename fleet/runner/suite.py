@@ -1,5 +1,6 @@
 """A suite folder: ``suite.yml`` (pipeline, dataset, board requirements, thresholds per board class)
-plus ``test_*.py``. This module reads and checks suite.yml.
+plus ``test_*.py``. This module reads suite.yml; fleet.runner.suite_schema checks it (pydantic
+models of every key below, the JSON Schema in docs/suite.schema.json generated from them).
 
 suite.yml keys:
     name: str                        suite name (default: folder name)
@@ -64,9 +65,6 @@ THRESHOLD_KEYS = {
     "mcd_db_max": ("mcd_db", "max", "dB"),
     "target_f0_gap_semitones_max": ("target_f0_gap_semitones", "max", "semitones"),
 }
-KNOWN_KEYS = {"name", "pipeline", "model", "dataset", "requires", "options", "thresholds",
-              "request_timeout_s", "warmup_requests", "description", "measurement", "parity"}
-PARITY_KEYS = {"inputs", "bounds"}
 PARITY_BOUND_KEYS = {
     # key: (parity metric it bounds, "max" | "min", unit); metrics from the agent's parity op
     "cosine_min": ("parity_cosine_min", "min", "ratio"),
@@ -76,38 +74,13 @@ PARITY_BOUND_KEYS = {
 }
 
 
-def check_parity(f: Path, block) -> dict:
-    """The checked ``parity:`` block ({"inputs": int, "bounds": {class: {key: number|None}}}).
-
-    Raises:
-        FleetError: not a mapping, unknown key, class or bound key, or a value of the wrong type.
-    """
+def _parity(block: dict | None) -> dict:
+    """A validated ``parity:`` block as {"inputs": int, "bounds": {class: {key: number|None}}}
+    (``inputs`` 6 when the block omits it; no block: inputs 0, i.e. no parity test)."""
     if block is None:
         return {"inputs": 0, "bounds": {}}
-    if not isinstance(block, dict):
-        raise FleetError(f"{f}: 'parity' must be a mapping", "e.g. parity: {inputs: 6, bounds: {emulated: {cosine_min: 0.99}}}")
-    unknown = set(block) - PARITY_KEYS
-    if unknown:
-        raise FleetError(f"{f}: unknown key(s) parity.{', parity.'.join(sorted(unknown))}",
-                         f"known parity keys: {', '.join(sorted(PARITY_KEYS))}")
-    n = block.get("inputs", 6)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise FleetError(f"{f}: parity.inputs must be a whole number >= 1, got {n!r}", "e.g. parity: {inputs: 6}")
     bounds = block.get("bounds") or {}
-    if not isinstance(bounds, dict):
-        raise FleetError(f"{f}: parity.bounds must map board class to bounds", "e.g. bounds: {emulated: {cosine_min: 0.99}}")
-    for cls, lim in bounds.items():
-        if cls not in THRESHOLD_CLASSES:
-            raise FleetError(f"{f}: unknown parity class 'parity.bounds.{cls}'", f"use: {', '.join(sorted(THRESHOLD_CLASSES))}")
-        if lim is not None and not isinstance(lim, dict):
-            raise FleetError(f"{f}: parity.bounds.{cls} must be a mapping", "e.g. {cosine_min: 0.99, wer_delta_max: 0.01}")
-        for k, v in (lim or {}).items():
-            if k not in PARITY_BOUND_KEYS:
-                raise FleetError(f"{f}: unknown parity bound 'parity.bounds.{cls}.{k}'",
-                                 f"known bounds: {', '.join(sorted(PARITY_BOUND_KEYS))}")
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise FleetError(f"{f}: parity bound '{cls}.{k}' must be a number or null, got {v!r}", "write a number")
-    return {"inputs": n, "bounds": {k: dict(v or {}) for k, v in bounds.items()}}
+    return {"inputs": block.get("inputs", 6), "bounds": {k: dict(v or {}) for k, v in bounds.items()}}
 
 
 @dataclass
@@ -173,12 +146,17 @@ class Suite:
 
 
 def load_suite(suite_dir: str | Path) -> Suite:
-    """Read and check ``suite_dir/suite.yml``.
+    """Read and check ``suite_dir/suite.yml`` (fleet.runner.suite_schema) and that the folder has
+    test files, before anything is leased or written.
 
     Raises:
-        FleetError: missing folder/file, YAML error, unknown key, unknown pipeline, unknown
-            threshold class or key, or a value of the wrong type — each naming the key and file.
+        FleetError: missing folder/file, YAML error, no test_*.py, or every problem the validator
+            finds (unknown key or option with "did you mean", unknown pipeline, model, data set,
+            board class or threshold key, a value of the wrong type or range), each naming the key
+            path and the file.
     """
+    from fleet.runner.suite_schema import validate
+
     d = Path(suite_dir)
     f = d / "suite.yml"
     if not f.exists():
@@ -191,54 +169,22 @@ def load_suite(suite_dir: str | Path) -> Suite:
         raise FleetError(f"{f}: YAML syntax error{where}: {getattr(e, 'problem', e)}", "fix the YAML at that line") from None
     if not isinstance(data, dict):
         raise FleetError(f"{f}: expected a mapping, found {type(data).__name__}", "see suites/whisper_hybrid/suite.yml")
-    unknown = set(data) - KNOWN_KEYS
-    if unknown:
-        raise FleetError(f"{f}: unknown key(s) {', '.join(sorted(unknown))}", f"known keys: {', '.join(sorted(KNOWN_KEYS))}")
-    from device_agent.pipelines import PIPELINES
-
-    for key in ("pipeline", "model", "dataset"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise FleetError(f"{f}: '{key}' must be a non-empty string", f"set {key}: in {f}")
-    if data["pipeline"] not in PIPELINES:
-        raise FleetError(f"{f}: unknown pipeline '{data['pipeline']}'", f"declared pipelines: {', '.join(sorted(PIPELINES))}")
+    validate(f, data)
+    # pytest's default discovery (python_files = test_*.py *_test.py)
+    if not any(d.glob("test_*.py")) and not any(d.glob("*_test.py")):
+        raise FleetError(f"{d}: no test files (test_*.py) beside suite.yml",
+                         f"add the suite's tests as {d}/test_<name>.py (see suites/whisper_hybrid)")
     req = data.get("requires") or {}
-    if not isinstance(req, dict):
-        raise FleetError(f"{f}: 'requires' must be a mapping", "e.g. requires: {accelerators: [hailo8l, rk3588]}")
     accs = set(req.get("accelerators") or ACCELERATORS)
-    if accs - ACCELERATORS:
-        raise FleetError(f"{f}: unknown accelerator(s) {sorted(accs - ACCELERATORS)} in requires",
-                         f"use: {', '.join(sorted(ACCELERATORS))}")
     boards = set(req.get("boards") or BOARD_CLASSES)
-    if boards - set(BOARD_CLASSES):
-        raise FleetError(f"{f}: unknown board(s) {sorted(boards - set(BOARD_CLASSES))} in requires",
-                         f"use: {', '.join(sorted(BOARD_CLASSES))}")
     th = data.get("thresholds") or {}
-    if not isinstance(th, dict):
-        raise FleetError(f"{f}: 'thresholds' must map board class to limits", "see suites/whisper_hybrid/suite.yml")
-    for cls, limits in th.items():
-        if cls not in THRESHOLD_CLASSES:
-            raise FleetError(f"{f}: unknown threshold class '{cls}'", f"use: {', '.join(sorted(THRESHOLD_CLASSES))}")
-        for k, v in (limits or {}).items():
-            if k not in THRESHOLD_KEYS:
-                raise FleetError(f"{f}: unknown threshold key '{cls}.{k}'", f"known keys: {', '.join(sorted(THRESHOLD_KEYS))}")
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise FleetError(f"{f}: threshold '{cls}.{k}' must be a number or null, got {v!r}",
-                                 f"write a plain number in {THRESHOLD_KEYS[k][2]} (e.g. {k}: "
-                                 f"{'0.05' if THRESHOLD_KEYS[k][2] == 'ratio' else '800'}), or null if not measured yet")
-    opts = data.get("options") or {}
-    if not isinstance(opts, dict):
-        raise FleetError(f"{f}: 'options' must be a mapping", "e.g. options: {precision: int8}")
-    timeout = data.get("request_timeout_s", 120.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise FleetError(f"{f}: request_timeout_s must be a positive number, got {timeout!r}", "e.g. request_timeout_s: 120")
     warmup = data.get("warmup_requests", 1)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise FleetError(f"{f}: warmup_requests must be a whole number >= 0, got {warmup!r}", "e.g. warmup_requests: 1")
-    try:
+    try:  # the checks across keys (max_duration_s > min_duration_s ...)
         measurement = MeasurementConfig.from_dict(data.get("measurement"), warmup=warmup)
     except ValueError as e:
         raise FleetError(f"{f}: {e}", "see the measurement: block of suites/whisper_hybrid/suite.yml") from None
     return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
-                 dataset=data["dataset"], accelerators=accs, boards=boards, options=opts,
-                 thresholds={k: dict(v or {}) for k, v in th.items()}, request_timeout_s=float(timeout),
-                 warmup_requests=warmup, measurement=measurement, parity=check_parity(f, data.get("parity")))
+                 dataset=data["dataset"], accelerators=accs, boards=boards, options=dict(data.get("options") or {}),
+                 thresholds={k: dict(v or {}) for k, v in th.items()},
+                 request_timeout_s=float(data.get("request_timeout_s", 120.0)),
+                 warmup_requests=warmup, measurement=measurement, parity=_parity(data.get("parity")))
