@@ -52,7 +52,11 @@ def when(ts) -> str:
 
 
 def slug(*parts) -> str:
-    return "-".join("".join(ch if ch.isalnum() else "_" for ch in str(p)) for p in parts)
+    """An HTML id from ``parts``, one-to-one: ASCII letters and digits kept, any other character
+    as ``_<hex code>_`` and parts joined by ``-``, so ``test_x[a-b]`` and ``test_x[a_b]`` (two
+    parameter sets of one test) get different anchors."""
+    return "-".join("".join(ch if ch.isascii() and ch.isalnum() else f"_{ord(ch):x}_" for ch in str(p))
+                    for p in parts)
 
 
 def anchor_links(kind: str, **ids) -> str | None:
