@@ -136,7 +136,7 @@ class Result:
     ``test`` is the result's key on its board everywhere (the store, JUnit, ``--resume``, the
     regression baselines, Prometheus, ``fleet results``, the report and the dashboard): the pytest
     test name with its parameters, the board's parameter left out, e.g.
-    ``test_retrieval_quality[cisi]`` (:func:`fleet.runner.plugin.test_key`); a test without other
+    ``test_retrieval_quality[cisi]`` (:func:`fleet.runner.plugin.result_key`); a test without other
     parameters is its bare name (``test_wer``). Stores written before parameters were kept hold
     the bare function name for every variant (their rows are kept as they were). ``nodeid`` is the
     full pytest node id (module, board parameter included; "" when unknown). ``duration_s`` is

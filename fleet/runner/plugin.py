@@ -25,7 +25,7 @@ Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
 * records the tests of boards another run has leased (``--fleet-not-run``) as ``not-run`` with the
   holder, and leaves out (board, test) pairs a resumed run already finished (``--fleet-done``).
 
-A result is keyed by :func:`test_key` (the test's name with its parameters, the board's left out)
+A result is keyed by :func:`result_key` (the test's name with its parameters, the board's left out)
 on its board, and written once its teardown is over: its duration is setup + call + teardown, as
 pytest's own JUnit report counts it, because a suite's measurements run in its fixtures.
 """
@@ -77,7 +77,7 @@ def pytest_addoption(parser):
                 help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
     g.addoption("--fleet-not-run", help="JSON file {board: reason}: boards whose tests are recorded not-run")
     g.addoption("--fleet-done", help="JSON file [[board, test], ...]: pairs a resumed run already finished "
-                "(test as keyed in the store: fleet.runner.plugin.test_key)")
+                "(test as keyed in the store: fleet.runner.plugin.result_key)")
 
 
 class FingerprintRefused(InfrastructureError):
@@ -409,7 +409,7 @@ def pytest_collection_modifyitems(session, config, items):
         b = _board_of(item)
         if b is None:  # a test without a board runs once, on the first worker
             (keep if worker in (None, "gw0") else drop).append(item)
-        elif b.name not in mine or (b.name, test_key(item)) in ctx.done:
+        elif b.name not in mine or (b.name, result_key(item)) in ctx.done:
             drop.append(item)
         else:
             keep.append(item)
@@ -516,7 +516,7 @@ def _board_of(item) -> Board | None:
     return b if isinstance(b, Board) else None
 
 
-def test_key(item) -> str:
+def result_key(item) -> str:
     """A test's key on its board in the results store: its name with its parameters, the board's
     own parameter id left out: ``test_retrieval_quality[cisi]`` for the item
     ``test_retrieval_quality[pi5-a-cisi]`` on board ``pi5-a``; ``test_wer`` for ``test_wer[pi5-a]``.
@@ -561,7 +561,7 @@ def _check_unique_keys(items) -> None:
         b = _board_of(item)
         if b is None:
             continue
-        key = (b.name, test_key(item))
+        key = (b.name, result_key(item))
         if key in seen and seen[key] != item.nodeid:
             raise pytest.UsageError(
                 f"tests {seen[key]} and {item.nodeid} would both be stored as {key[1]!r} on board {b.name}: "
@@ -615,7 +615,7 @@ def _write_result(item, ctx: FleetContext, board: Board) -> None:
     from fleet.results.store import Result
 
     ctx.store.add_result(Result(
-        run_id=ctx.run_id, board=board.name, test=test_key(item), outcome=status, message=msg[:4000],
+        run_id=ctx.run_id, board=board.name, test=result_key(item), outcome=status, message=msg[:4000],
         duration_s=item.stash.get(_duration_key, 0.0),
         emulated=board.emulated if r.emulated is None else r.emulated,
         backends=r.backends, models=r.models, outputs=r.outputs, metrics=r.metrics, finished=time.time(),
