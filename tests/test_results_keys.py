@@ -218,3 +218,58 @@ def test_result_key_leaves_the_board_out_and_keeps_the_other_parameters():
     del item.callspec._idlist
     assert result_key(item) == "test_q[cisi]"
     assert result_key(SimpleNamespace(originalname="test_x", name="test_x")) == "test_x"
+
+
+PHASES = '''
+import time
+import pytest
+
+
+@pytest.fixture
+def breaks_in_setup():
+    time.sleep(0.1)
+    raise RuntimeError("setup broke")
+
+
+@pytest.fixture
+def breaks_in_teardown():
+    yield
+    time.sleep(0.2)
+    raise RuntimeError("teardown broke")
+
+
+def test_setup_fails(board, breaks_in_setup):
+    pass
+
+
+def test_teardown_fails(board, breaks_in_teardown, record):
+    record.metric("m", 1.0)
+
+
+def test_fails_then_teardown_fails(board, breaks_in_teardown):
+    assert False, "the call failed first"
+
+
+def test_skips(board):
+    pytest.skip("nothing to do here")
+'''
+
+
+def test_each_phase_counts_once_and_the_first_problem_is_the_outcome(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    suite, inv = _fleet(tmp_path, {"test_phases.py": PHASES})
+    run_id, rc = run_suite(str(suite), str(inv), db=str(tmp_path / "r.db"), workers="1", quiet=True, limit="lab-1")
+    assert rc == 1  # a test failed
+    s = Store(tmp_path / "r.db")
+    got = {r.test: r for r in s.results(run_id)}
+    s.close()
+    assert sorted(got) == ["test_fails_then_teardown_fails", "test_setup_fails", "test_skips", "test_teardown_fails"]
+    assert (got["test_setup_fails"].outcome, got["test_setup_fails"].message) == ("error", "RuntimeError: setup broke")
+    assert got["test_setup_fails"].duration_s >= 0.1
+    # a passed call whose teardown breaks is an error, with what it recorded kept
+    t = got["test_teardown_fails"]
+    assert (t.outcome, t.message) == ("error", "in teardown: RuntimeError: teardown broke")
+    assert [m.name for m in t.metrics] == ["m"] and t.duration_s >= 0.2
+    f = got["test_fails_then_teardown_fails"]
+    assert f.outcome == "failed" and "the call failed first" in f.message and f.duration_s >= 0.2
+    assert got["test_skips"].outcome == "skipped" and "nothing to do here" in got["test_skips"].message

@@ -54,7 +54,7 @@ from fleet.remote.session import (
 
 _rec_key = pytest.StashKey["Recorder"]()
 _done_key = pytest.StashKey[bool]()
-#: the first phase report that did not pass: (outcome, message), kept until the teardown report
+#: the item's verdict so far, (outcome, message): the call's, or the first phase that did not pass
 _verdict_key = pytest.StashKey[tuple]()
 #: seconds of the phases reported so far (setup, call, teardown)
 _duration_key = pytest.StashKey[float]()
@@ -580,7 +580,9 @@ def pytest_runtest_makereport(item, call):
     if ctx is None or ctx.store is None or board is None or item.stash.get(_done_key, False):
         return
     item.stash[_duration_key] = item.stash.get(_duration_key, 0.0) + (rep.duration or 0.0)
-    if _verdict_key not in item.stash and not (rep.passed and rep.when != "call"):
+    prev = item.stash.get(_verdict_key, None)
+    # the first phase that did not pass decides; a passed call is overruled by a broken teardown
+    if not (rep.passed and rep.when != "call") and (prev is None or (prev[0] == "passed" and not rep.passed)):
         item.stash[_verdict_key] = _verdict(rep, call, board, ctx)
     if rep.when == "teardown":
         _write_result(item, ctx, board)
