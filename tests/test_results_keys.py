@@ -140,6 +140,8 @@ def test_a_parametrised_test_gives_one_row_per_parameter_and_board_everywhere(tm
             assert f'data-board="{b}" data-test="{k}" data-outcome="passed"' in page
     anchors = [part.split('"', 1)[0] for part in page.split('<h3 id="')[1:]]
     assert len(anchors) == len(set(anchors)) == 6
+    shown = [float(x.split('"', 1)[0]) for x in page.split('data-duration-s="')[1:]]
+    assert len(shown) == 6 and sum(d >= SETUP_S + TEARDOWN_S for d in shown) == 4
 
     # the dashboard's test page shows that result only
     from fleet.dashboard.server import compare_page, test_page
@@ -148,6 +150,8 @@ def test_a_parametrised_test_gives_one_row_per_parameter_and_board_everywhere(tm
     assert one is None  # the bare or partial name is no key
     one = test_page(s, run_id, "lab-2", "test_retrieval[cisi-hybrid]")
     assert "0.18" in one and "0.42" not in one and "0.17" not in one
+    assert float(one.split('data-duration-s="')[1].split('"')[0]) >= SETUP_S + TEARDOWN_S
+    assert "test_keys.py::test_retrieval[cisi-lab-2-hybrid]" in one
     cmp_rows = compare_page(s, run_id, run_id).count("<tr><td>lab-")
     assert cmp_rows == 2 * (2 * 2 + 1)  # (board, test, metric) rows: 2 metrics x 2 keys + test_plain's, per board
 
@@ -186,18 +190,24 @@ def test_a_parametrised_test_gives_one_row_per_parameter_and_board_everywhere(tm
     s.close()
 
 
-def test_two_modules_with_one_key_are_refused_before_any_test_runs(tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_two_modules_with_one_key_error_before_either_runs(tmp_path, monkeypatch, workers):
     monkeypatch.setenv("FLEET_HOME", str(tmp_path))
     monkeypatch.setenv("FLEET_KEYS_LOG", str(tmp_path / "ran.log"))
     body = "def test_same(board):\n    open(__import__('os').environ['FLEET_KEYS_LOG'], 'a').write('ran\\n')\n"
-    suite, inv = _fleet(tmp_path, {"test_a.py": body, "test_b.py": body})
-    run_id, rc = run_suite(str(suite), str(inv), db=str(tmp_path / "r.db"), workers="1", quiet=True)
-    out = capfd.readouterr()
+    suite, inv = _fleet(tmp_path, {"test_a.py": body, "test_b.py": body, "test_c.py": "def test_other(board):\n    pass\n"})
+    run_id, rc = run_suite(str(suite), str(inv), db=str(tmp_path / "r.db"), workers=workers, quiet=True)
     assert rc == 3 and not (tmp_path / "ran.log").exists()
-    assert "would both be stored as 'test_same'" in out.out + out.err
     s = Store(tmp_path / "r.db")
-    assert s.results(run_id) == [] and s.run(run_id)["status"] == "error"
+    got = s.results(run_id)
+    assert s.run(run_id)["status"] == "error"
     s.close()
+    clash = [r for r in got if r.test == "test_same"]
+    assert sorted((r.board, r.module, r.outcome) for r in clash) == sorted(
+        (b, m, "error") for b in BOARDS for m in ("test_a.py", "test_b.py"))
+    assert all("test_a.py::test_same" in r.message and "test_b.py::test_same" in r.message
+               and "would all be stored as 'test_same'" in r.message for r in clash)
+    assert sorted((r.board, r.outcome) for r in got if r.test == "test_other") == [("lab-1", "passed"), ("lab-2", "passed")]
 
 
 def _item(name: str, ids: list[str], board: Board | None):

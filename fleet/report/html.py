@@ -255,13 +255,16 @@ def item_latencies(outputs) -> list[float]:
 
 
 def test_detail(store, r, plots: bool = True) -> str:
-    """One result: outcome and message, backends, metrics, outputs with errors marked, latency
-    histogram and the telemetry plot (temperature/power, windows shaded, throttle marked)."""
+    """One result: outcome, duration (setup + call + teardown) and node id, message, backends,
+    metrics, outputs with errors marked, latency histogram and the telemetry plot
+    (temperature/power, windows shaded, throttle marked)."""
     from fleet.report import plots as P
 
     out = [f"<h3 id=\"{slug('t', r.board, r.test)}\">{e(r.board)} · {e(r.test)} · "
            f"<span class=\"{e(r.outcome)}\">{e(r.outcome)}</span>"
-           f"{'<span class=emu>emulated</span>' if r.emulated else ''}</h3>"]
+           f"{'<span class=emu>emulated</span>' if r.emulated else ''}</h3>"
+           f"<p class=\"duration muted\" data-duration-s=\"{r.duration_s:.3f}\">{r.duration_s:.1f} s "
+           f"(setup + call + teardown){' · ' + e(r.nodeid) if r.nodeid else ''}</p>"]
     if r.message:
         out.append(f"<pre>{e(r.message[:4000])}</pre>")
     if r.backends:

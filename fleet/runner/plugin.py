@@ -58,6 +58,8 @@ _done_key = pytest.StashKey[bool]()
 _verdict_key = pytest.StashKey[tuple]()
 #: seconds of the phases reported so far (setup, call, teardown)
 _duration_key = pytest.StashKey[float]()
+#: why the item may not run: another test of the suite has its key on its board
+_clash_key = pytest.StashKey[str]()
 
 #: Sessions a process opens ahead of use. Opening one is mostly waiting (SSH handshake, then the
 #: agent's start-up: ~0.1 s + ~0.3 s on an idle emulated board, benchmarks/fleet_scale.py "SSH open
@@ -403,7 +405,7 @@ def pytest_collection_modifyitems(session, config, items):
         return
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     mine = owned_boards(ctx.suite_boards(), worker, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-    _check_unique_keys(items)
+    _mark_key_clashes(items)
     keep, drop = [], []
     for item in items:
         b = _board_of(item)
@@ -475,6 +477,8 @@ def pytest_runtest_setup(item):
     b = _board_of(item)
     if ctx is not None and b is not None and b.name in ctx.not_run:
         pytest.skip(f"not-run: {ctx.not_run[b.name]}")
+    if _clash_key in item.stash:
+        raise KeyClash(item.stash[_clash_key])
 
 
 @pytest.fixture(scope="session")
@@ -549,24 +553,27 @@ def result_key(item) -> str:
     return f"{name}[{'-'.join(ids)}]" if ids else name
 
 
-def _check_unique_keys(items) -> None:
-    """Two tests that would be stored under one key on one board (same name and parameters in
-    two modules of a suite) would mix their results: refuse the run before any test starts.
+class KeyClash(Exception):
+    """Two tests of a suite would be stored under one key on one board."""
 
-    Raises:
-        pytest.UsageError: naming both node ids and the fix.
+
+def _mark_key_clashes(items) -> None:
+    """Two tests that would be stored under one key on one board (same name and parameters in
+    two modules of a suite) would mix their results: each of them errors at setup, naming both
+    node ids and the fix (:class:`KeyClash`), and no test of theirs runs. (Raising during
+    collection would be cleaner, but an xdist worker reports that as an INTERNALERROR traceback.)
     """
-    seen: dict[tuple[str, str], str] = {}
+    groups: dict[tuple[str, str], list] = {}
     for item in items:
         b = _board_of(item)
-        if b is None:
-            continue
-        key = (b.name, result_key(item))
-        if key in seen and seen[key] != item.nodeid:
-            raise pytest.UsageError(
-                f"tests {seen[key]} and {item.nodeid} would both be stored as {key[1]!r} on board {b.name}: "
-                "results are keyed by test name and parameters, so rename one of them")
-        seen[key] = item.nodeid
+        if b is not None:
+            groups.setdefault((b.name, result_key(item)), []).append(item)
+    for (board, key), group in groups.items():
+        if len({i.nodeid for i in group}) > 1:
+            msg = (f"tests {', '.join(i.nodeid for i in group)} would all be stored as {key!r} on board {board}: "
+                   "results are keyed by test name and parameters, so rename all but one of them")
+            for item in group:
+                item.stash[_clash_key] = msg
 
 
 @pytest.hookimpl(hookwrapper=True)
