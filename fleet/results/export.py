@@ -49,7 +49,8 @@ def metrics_json(store, run_id: str, with_regressions: bool = True, **regress_kw
 
     ``test`` is the result's key (name with parameters, ``test_retrieval_quality[cisi]``), ``nodeid``
     the pytest node id ("" for rows stored before it was kept). Units are the store's (``ms``,
-    ``ratio``, ``J``, ``W``, ``°C``, ``count``…); ``direction`` says which way is better. Raises FleetError for an unknown run.
+    ``ratio``, ``J``, ``W``, ``°C``, ``count``…); ``direction`` says which way is better.
+    Raises FleetError for an unknown run.
     """
     run = store.run(run_id)
     if run is None:
