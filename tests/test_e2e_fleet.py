@@ -68,11 +68,20 @@ def test_suite_passes_on_every_board_with_real_speech(fleet, capsys):
     names = {m.name: m.value for m in lat.metrics}
     assert names["latency_n"] >= suite.measurement.min_queries and names["measurement_valid"] == 1.0
     assert ("latency_p99_ms" in names) == (names["latency_n"] >= 101)
+    # its duration is setup + call + teardown: the measurement, run in its fixture, is in it
+    for r in results:
+        if r.test == "test_latency":
+            measured = next(m.value for m in r.metrics if m.name == "measurement_duration_s")
+            assert r.duration_s >= measured > 0, (r.board, r.duration_s, measured)
+            assert r.nodeid == f"test_whisper_hybrid.py::test_latency[{r.board}]"
     info = {b["name"]: b["info"] for b in store.boards(run_id)}
     assert info["sim-rk3588-1"]["accelerator"] == "rk3588" and info["sim-rk3588-1"]["emulated"] is True
 
     junit = ET.parse(fleet["base"] / "junit.xml").getroot()
     assert sum(int(ts.get("tests")) for ts in junit.iter("testsuite")) == len(results)
+    case = junit.find(".//testcase[@classname='whisper_hybrid.sim-pi5-1.test_whisper_hybrid'][@name='test_latency']")
+    assert case is not None and float(case.get("time")) == pytest.approx(
+        next(r.duration_s for r in results if (r.board, r.test) == ("sim-pi5-1", "test_latency")), abs=1e-3)
     assert all(ts.get("failures") == "0" and ts.get("errors") == "0" for ts in junit.iter("testsuite"))
 
     capsys.readouterr()

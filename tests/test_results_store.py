@@ -3,8 +3,11 @@
 tests/test_results_store_pg.py (PostgreSQL, 8 x 500 plus several controllers)."""
 
 import json
+import shutil
 import sqlite3
 import xml.etree.ElementTree as ET
+
+from pathlib import Path
 
 import pytest
 
@@ -189,6 +192,77 @@ def test_sqlite_store_of_the_previous_schema_is_migrated(tmp_path):
     assert s.counts() == {"runs": 1, "results": 2, "metrics": 3, "telemetry": 0}
     s.close()
     assert Store(path).counts()["metrics"] == 3  # the migration runs once
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
+
+
+def _dump(path) -> dict:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    out = {t: [dict(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+           for t in ("runs", "boards", "results", "metrics", "telemetry")}
+    db.close()
+    return out
+
+
+def test_store_of_the_previous_release_keeps_every_row(tmp_path):
+    # store_v1.db was written by the previous release's store code (tests/fixtures/store_v1/make_store.py)
+    path = tmp_path / "v1.db"
+    shutil.copyfile(FIXTURE / "store_v1.db", path)
+    before = json.loads((FIXTURE / "store_v1.json").read_text())
+    assert _dump(path) == before and "nodeid" not in before["results"][0]
+    runs = [r["id"] for r in before["runs"]]
+    # read-only (the dashboard): read as it is, nothing migrated or written
+    ro = Store(path, read_only=True)
+    old = {run: ro.results(run) for run in runs}
+    ro.close()
+    assert _dump(path) == before
+    assert sum(len(v) for v in old.values()) == len(before["results"]) and all(
+        r.nodeid == "" and r.module == "" for v in old.values() for r in v)
+    # first open for writing migrates: every row of every table is still there, unchanged
+    s = Store(path)
+    after = _dump(path)
+    assert {t: len(v) for t, v in after.items()} == {t: len(v) for t, v in before.items()}
+    for t in before:
+        extra = {"nodeid": None} if t == "results" else {}
+        assert after[t] == [{**row, **extra} for row in before[t]], t
+    for run in runs:
+        got = s.results(run)
+        assert [(r.id, r.board, r.test, r.outcome, r.metrics, r.outputs) for r in got] == \
+            [(r.id, r.board, r.test, r.outcome, r.metrics, r.outputs) for r in old[run]]
+        assert all(r.nodeid == "" for r in got)
+    tel = s.telemetry(next(r.id for r in s.results(runs[0]) if r.test == "test_latency"))
+    assert tel["aggregate"]["measurement"]["verdict"] == "VALID" and tel["traces"][0]["trace"] == {"t": [0.0, 0.1]}
+    # new rows carry the node id next to the old ones; the migration runs once
+    rid = s.add_result(Result(runs[1], "pi5-a", "test_retrieval_quality[cisi]", "passed",
+                              nodeid="test_rag_embedder.py::test_retrieval_quality[pi5-a-cisi]"))
+    s.close()
+    s = Store(path)
+    new = next(r for r in s.results(runs[1]) if r.id == rid)
+    assert new.module == "test_rag_embedder.py" and s.counts()["results"] == len(before["results"]) + 1
+    s.close()
+
+
+def test_postgresql_store_without_nodeid_is_migrated(pg_url):
+    s = Store(pg_url)
+    run = s.new_run("suite")
+    s.add_result(Result(run, "b", "test_a", "passed", metrics=[Metric("m", 1.0)]))
+    s.close()
+    from sqlalchemy import create_engine
+
+    eng = create_engine(pg_url)  # the previous release's schema: results without nodeid
+    with eng.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE results DROP COLUMN nodeid")
+    ro = Store(pg_url, read_only=True)
+    assert [(r.test, r.nodeid) for r in ro.results(run)] == [("test_a", "")]
+    ro.close()
+    s = Store(pg_url)
+    s.add_result(Result(run, "b", "test_b[x]", "passed", nodeid="t.py::test_b[b-x]"))
+    assert [(r.test, r.nodeid, len(r.metrics)) for r in s.results(run)] == [
+        ("test_a", "", 1), ("test_b[x]", "t.py::test_b[b-x]", 0)]
+    s.close()
+    eng.dispose()
 
 
 def test_read_only_store_writes_nothing(tmp_path):

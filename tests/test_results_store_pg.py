@@ -103,7 +103,7 @@ def test_outputs_from_postgresql_equal_those_from_sqlite(pg_url, tmp_path, capsy
         outputs[name] = out
     for key in ("results", "metrics", "prometheus", "regressions", "table", "junit"):
         assert outputs["postgresql"][key] == outputs["sqlite"][key], key
-    assert "fleet_latency_p50_ms" in outputs["postgresql"]["prometheus"]
+    assert "fleet_latency_p50_seconds{" in outputs["postgresql"]["prometheus"]
     assert b"<testsuite" in outputs["postgresql"]["junit"]
     assert any(r["status"] == "regression" for r in json.loads(outputs["postgresql"]["regressions"]))
 

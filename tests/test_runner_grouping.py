@@ -68,7 +68,8 @@ def test_a_worker_left_without_tests_does_not_fail_the_run(tmp_path):
     # A resume whose first worker's boards all finished: that worker collects nothing. xdist's
     # `each` mode would report the run as "no tests collected" (exit 5) if it reported last.
     done = tmp_path / "done.json"
-    done.write_text(json.dumps([[b, "test_where"] for b in ("b0", "b2")]))  # gw0's boards
+    # gw0's boards, every parameter (a done pair names the test as stored: with its parameters)
+    done.write_text(json.dumps([[b, f"test_where[{k}]"] for b in ("b0", "b2") for k in range(4)]))
     (tmp_path / "suite").mkdir()
     (tmp_path / "suite" / "conftest.py").write_text(  # and gw0 reports its collection last
         "import os, time\n"

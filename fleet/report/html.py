@@ -52,7 +52,11 @@ def when(ts) -> str:
 
 
 def slug(*parts) -> str:
-    return "-".join("".join(ch if ch.isalnum() else "_" for ch in str(p)) for p in parts)
+    """An HTML id from ``parts``, one-to-one: ASCII letters and digits kept, any other character
+    as ``_<hex code>_`` and parts joined by ``-``, so ``test_x[a-b]`` and ``test_x[a_b]`` (two
+    parameter sets of one test) get different anchors."""
+    return "-".join("".join(ch if ch.isascii() and ch.isalnum() else f"_{ord(ch):x}_" for ch in str(p))
+                    for p in parts)
 
 
 def anchor_links(kind: str, **ids) -> str | None:
@@ -251,13 +255,16 @@ def item_latencies(outputs) -> list[float]:
 
 
 def test_detail(store, r, plots: bool = True) -> str:
-    """One result: outcome and message, backends, metrics, outputs with errors marked, latency
-    histogram and the telemetry plot (temperature/power, windows shaded, throttle marked)."""
+    """One result: outcome, duration (setup + call + teardown) and node id, message, backends,
+    metrics, outputs with errors marked, latency histogram and the telemetry plot
+    (temperature/power, windows shaded, throttle marked)."""
     from fleet.report import plots as P
 
     out = [f"<h3 id=\"{slug('t', r.board, r.test)}\">{e(r.board)} · {e(r.test)} · "
            f"<span class=\"{e(r.outcome)}\">{e(r.outcome)}</span>"
-           f"{'<span class=emu>emulated</span>' if r.emulated else ''}</h3>"]
+           f"{'<span class=emu>emulated</span>' if r.emulated else ''}</h3>"
+           f"<p class=\"duration muted\" data-duration-s=\"{r.duration_s:.3f}\">{r.duration_s:.1f} s "
+           f"(setup + call + teardown){' · ' + e(r.nodeid) if r.nodeid else ''}</p>"]
     if r.message:
         out.append(f"<pre>{e(r.message[:4000])}</pre>")
     if r.backends:

@@ -47,7 +47,8 @@ def _export():
 
 
 def summarize(store, run_id: str, telemetry: bool = False) -> dict:
-    """The run as plain data: run row, and per board its outcome counts, metrics and backends;
+    """The run as plain data: run row, and per board its outcome counts, metrics (a parametrised
+    test's under ``name[params]``, e.g. ``hybrid_ndcg_at_10[cisi]``), tests and backends;
     with ``telemetry`` each test that has telemetry also carries its aggregate
     ({summary, measurement, headline}; traces stay in the store). ``fingerprint`` per board is the
     stack verdict taken when its session opened (``doctor`` in its info: status, failures,
@@ -61,15 +62,16 @@ def summarize(store, run_id: str, telemetry: bool = False) -> dict:
         b = boards.setdefault(r.board, {"name": r.board, "emulated": r.emulated, "outcomes": {},
                                         "metrics": {}, "backends": {}, "tests": []})
         b["outcomes"][r.outcome] = b["outcomes"].get(r.outcome, 0) + 1
-        b["tests"].append({"test": r.test, "outcome": r.outcome, "message": r.message,
+        b["tests"].append({"test": r.test, "nodeid": r.nodeid, "outcome": r.outcome, "message": r.message,
                            "duration_s": r.duration_s,
                            "metrics": [m.__dict__ for m in r.metrics]})
         if telemetry:
             tel = store.telemetry(r.id, traces=False)
             if tel["aggregate"] is not None or tel["traces"]:
                 b["tests"][-1]["telemetry"] = {**(tel["aggregate"] or {}), "traces": len(tel["traces"])}
+        params = r.test[len(r.test.split("[", 1)[0]):]  # "[cisi]": a parametrised test's metrics stay apart
         for m in r.metrics:
-            b["metrics"][m.name] = {"value": m.value, "unit": m.unit, "direction": m.direction}
+            b["metrics"][m.name + params] = {"value": m.value, "unit": m.unit, "direction": m.direction}
         b["backends"].update(r.backends)
         if r.emulated is not None:
             b["emulated"] = r.emulated

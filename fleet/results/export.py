@@ -6,14 +6,11 @@ Prometheus text exposition, a push to a Pushgateway, and the regressions view of
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import os
 import re
 import sys
-import urllib.parse
-import urllib.request
+import urllib.error
 from pathlib import Path
 
 from fleet.errors import FleetError
@@ -46,12 +43,14 @@ def metrics_json(store, run_id: str, with_regressions: bool = True, **regress_kw
 
         {"schema": 1, "run": {id, suite, status, started, finished, controller},
          "boards": [{name, board, accelerator, emulated, fingerprint}],
-         "results": [{board, test, outcome, message, duration_s, emulated, backends,
+         "results": [{board, test, nodeid, outcome, message, duration_s, emulated, backends,
                       metrics: [{name, value, unit, direction}]}],
          "regressions": [Verdict as dict, only the flagged ones]}
 
-    Units are the store's (``ms``, ``ratio``, ``J``, ``W``, ``°C``, ``count``…); ``direction`` says
-    which way is better. Raises FleetError for an unknown run.
+    ``test`` is the result's key (name with parameters, ``test_retrieval_quality[cisi]``), ``nodeid``
+    the pytest node id ("" for rows stored before it was kept). Units are the store's (``ms``,
+    ``ratio``, ``J``, ``W``, ``°C``, ``count``…); ``direction`` says which way is better.
+    Raises FleetError for an unknown run.
     """
     run = store.run(run_id)
     if run is None:
@@ -61,7 +60,7 @@ def metrics_json(store, run_id: str, with_regressions: bool = True, **regress_kw
         info = b.get("info") or {}
         boards.append({"name": b["name"], "board": b.get("board"), "accelerator": b.get("accelerator"),
                        "emulated": b.get("emulated"), "fingerprint": info.get("doctor")})
-    results = [{"board": r.board, "test": r.test, "outcome": r.outcome, "message": r.message,
+    results = [{"board": r.board, "test": r.test, "nodeid": r.nodeid, "outcome": r.outcome, "message": r.message,
                 "duration_s": r.duration_s, "emulated": r.emulated, "backends": r.backends,
                 "metrics": [{"name": m.name, "value": m.value, "unit": m.unit, "direction": m.direction}
                             for m in r.metrics]} for r in store.results(run_id)]
@@ -84,7 +83,39 @@ def write_metrics_json(store, run_id: str, path: str | Path, **kw) -> Path:
 
 
 # -- Prometheus --------------------------------------------------------------------------------
+# Exposition and push through prometheus_client (CollectorRegistry, generate_latest,
+# push_to_gateway): https://prometheus.github.io/client_python/
+#
+# Names follow https://prometheus.io/docs/practices/naming/: one family per quantity, in base units
+# (seconds, joules, watts, celsius; ratios and counts unitless), prefixed ``fleet_``. Every result
+# series has the labels suite, board, accelerator and test (the test's key with its parameters,
+# e.g. test_retrieval_quality[cisi]); all of them are bounded by the suite and the inventory. The
+# run id changes every run, so it is only on the info metric fleet_run_info (one series per
+# push group), never on the result series. Units are in the family name, not in a label, so one
+# family never mixes units (and sum/avg over its labels stays meaningful, per the naming page);
+# for the same reason the store's metric name is the family name rather than a "metric" label.
+
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+
+#: store unit -> (Prometheus base unit suffix, factor to it, name suffixes that already say the
+#: store unit and are replaced). "" = unitless (ratios, counts, booleans).
+BASE_UNITS = {
+    "ms": ("seconds", 1e-3, ("_ms", "_milliseconds")),
+    "s": ("seconds", 1.0, ("_s", "_seconds", "_sec")),
+    "us": ("seconds", 1e-6, ("_us", "_microseconds")),
+    "J": ("joules", 1.0, ("_j", "_joules")),
+    "mJ": ("joules", 1e-3, ("_mj", "_millijoules")),
+    "W": ("watts", 1.0, ("_w", "_watts")),
+    "mW": ("watts", 1e-3, ("_mw", "_milliwatts")),
+    "°C": ("celsius", 1.0, ("_c", "_celsius")),
+    "ratio": ("", 1.0, ("_ratio",)),
+    "count": ("", 1.0, ()),
+    "bool": ("", 1.0, ()),
+    "": ("", 1.0, ()),
+}
+
+#: the labels of every result series, in this order
+RESULT_LABELS = ("suite", "board", "accelerator", "test")
 
 
 def metric_name(name: str, prefix: str = "fleet_") -> str:
@@ -94,93 +125,144 @@ def metric_name(name: str, prefix: str = "fleet_") -> str:
     return n if re.match(r"[a-zA-Z_:]", n) else "_" + n
 
 
-def _label_value(v) -> str:
-    # exposition format 0.0.4: label values escape backslash, double quote and line feed
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def base_unit(name: str, unit: str, value: float) -> tuple[str, float]:
+    """(family name, value) of a stored metric in Prometheus base units: ``latency_p50_ms`` 812.0
+    ``ms`` -> (``fleet_latency_p50_seconds``, 0.812); ``energy_per_inference_j`` ``J`` ->
+    ``fleet_energy_per_inference_joules``; ``wer`` ``ratio`` -> ``fleet_wer``. A unit not in
+    :data:`BASE_UNITS` (``cents``, ``dB``) is kept as the name's suffix, value unchanged."""
+    stem = _NAME_BAD.sub("_", str(name))
+    if unit in BASE_UNITS:
+        suffix, factor, said = BASE_UNITS[unit]
+        for s in said:
+            if stem.lower().endswith(s) and len(stem) > len(s):
+                stem = stem[:-len(s)]
+                break
+    else:
+        suffix, factor = _NAME_BAD.sub("_", unit).strip("_").lower(), 1.0
+        if suffix and stem.lower().endswith("_" + suffix):
+            stem = stem[:-len(suffix) - 1]
+    return metric_name(stem + (f"_{suffix}" if suffix else "")), float(value) * factor
 
 
-def _help(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n")
+class RunCollector:
+    """A prometheus_client collector of one stored run (read when collected).
+
+    Families: ``fleet_run_info`` (suite, run_id, status, controller), ``fleet_board_info`` (suite,
+    board, board_class, accelerator, emulated), ``fleet_run_start_time_seconds`` and
+    ``fleet_run_duration_seconds`` (suite), and per result (labels :data:`RESULT_LABELS`):
+    ``fleet_test_outcome`` (1, with label ``outcome``), ``fleet_test_duration_seconds`` (setup +
+    call + teardown) and one gauge per stored metric in base units (:func:`base_unit`).
+    No timestamps (a Pushgateway refuses them).
+    """
+
+    def __init__(self, store, run_id: str):
+        self.store = store
+        self.run_id = run_id
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+        run = self.store.run(self.run_id)
+        if run is None:
+            raise FleetError(f"no run '{self.run_id}' in {self.store.path}", "list runs with `fleet results --json`")
+        suite = run["suite"]
+        boards = {b["name"]: b for b in self.store.boards(self.run_id)}
+        yield InfoMetricFamily("fleet_run", "the run these metrics come from (its id lives here only)",
+                               value={"suite": suite, "run_id": self.run_id, "status": str(run.get("status") or ""),
+                                      "controller": str(run.get("controller") or "")})
+        info = InfoMetricFamily("fleet_board", "boards of the run",
+                                labels=("suite", "board", "board_class", "accelerator", "emulated"))
+        for name, b in sorted(boards.items()):
+            info.add_metric([suite, name, str(b.get("board") or ""), str(b.get("accelerator") or ""),
+                             str(bool(b.get("emulated"))).lower()], {})
+        yield info
+        if run.get("started"):
+            yield self._one("fleet_run_start_time_seconds", "when the run started (Unix time)", suite, run["started"])
+        if run.get("finished") and run.get("started"):
+            yield self._one("fleet_run_duration_seconds", "run wall time", suite, run["finished"] - run["started"])
+        outcome = GaugeMetricFamily("fleet_test_outcome", "1 per test with its outcome "
+                                    "(passed|failed|error|skipped|not-run)", labels=(*RESULT_LABELS, "outcome"))
+        duration = GaugeMetricFamily("fleet_test_duration_seconds", "test duration: setup + call + teardown",
+                                     labels=RESULT_LABELS)
+        families: dict[str, GaugeMetricFamily] = {}
+        seen: set = set()  # (family, labels): a repeated series keeps its first value
+        for r in self.store.results(self.run_id):
+            labels = [suite, r.board, str((boards.get(r.board) or {}).get("accelerator") or "unknown"), r.test]
+            if ("outcome", *labels) not in seen:
+                seen.add(("outcome", *labels))
+                outcome.add_metric([*labels, r.outcome], 1.0)
+                duration.add_metric(labels, float(r.duration_s or 0.0))
+            for m in r.metrics:
+                if m.value is None:
+                    continue
+                name, value = base_unit(m.name, m.unit or "", m.value)
+                if name in ("fleet_test_outcome", "fleet_test_duration_seconds") or (name, *labels) in seen:
+                    continue
+                seen.add((name, *labels))
+                if name not in families:
+                    families[name] = GaugeMetricFamily(
+                        name, f"{m.name} [{m.unit or '1'}] in base units, {m.direction or '?'} is better",
+                        labels=RESULT_LABELS)
+                families[name].add_metric(labels, value)
+        yield outcome
+        yield duration
+        for name in sorted(families):
+            yield families[name]
+
+    @staticmethod
+    def _one(name: str, help_: str, suite: str, value: float):
+        from prometheus_client.core import GaugeMetricFamily
+
+        fam = GaugeMetricFamily(name, help_, labels=("suite",))
+        fam.add_metric([suite], float(value))
+        return fam
 
 
-def _number(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v))
+def registry(store, run_id: str):
+    """A ``prometheus_client.CollectorRegistry`` holding the run (:class:`RunCollector`).
+
+    Raises:
+        FleetError: unknown run.
+    """
+    from prometheus_client import CollectorRegistry
+
+    if store.run(run_id) is None:
+        raise FleetError(f"no run '{run_id}' in {store.path}", "list runs with `fleet results --json`")
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(RunCollector(store, run_id))
+    return reg
 
 
 def prometheus_text(store, run_id: str) -> str:
     """The run in Prometheus text exposition format 0.0.4
-    (https://prometheus.io/docs/instrumenting/exposition_formats/): one gauge family per metric
-    (``fleet_<name>``, sanitized), labels ``board, suite, run, test, unit, emulated``; plus
-    ``fleet_test_outcome`` (1 per test, label ``outcome``) and ``fleet_run_duration_seconds``.
-    No timestamps (a Pushgateway refuses them). Families are contiguous, each with HELP and TYPE.
-    """
-    run = store.run(run_id)
-    if run is None:
-        raise FleetError(f"no run '{run_id}' in {store.path}", "list runs with `fleet results --json`")
-    suite = run["suite"]
-    families: dict[str, dict] = {}
+    (https://prometheus.io/docs/instrumenting/exposition_formats/), by
+    ``prometheus_client.generate_latest`` over :func:`registry`. Raises FleetError for an unknown run."""
+    from prometheus_client import generate_latest
 
-    def add(name: str, help_: str, labels: dict, value: float) -> None:
-        fam = families.setdefault(name, {"help": help_, "series": {}})
-        key = tuple(sorted(labels.items()))
-        fam["series"][key] = (labels, value)  # a repeated label set keeps the last value
-
-    for r in store.results(run_id):
-        base = {"board": r.board, "suite": suite, "run": run_id, "test": r.test,
-                "emulated": "unknown" if r.emulated is None else str(bool(r.emulated)).lower()}
-        add("fleet_test_outcome", "1 per test with its outcome (passed|failed|error|skipped)",
-            {**base, "outcome": r.outcome}, 1.0)
-        add("fleet_test_duration_seconds", "test duration", base, float(r.duration_s or 0.0))
-        for m in r.metrics:
-            if m.value is None:
-                continue
-            add(metric_name(m.name), f"{m.name} [{m.unit or '1'}], {m.direction or '?'} is better",
-                {**base, "unit": m.unit or ""}, float(m.value))
-    if run.get("finished") and run.get("started"):
-        add("fleet_run_duration_seconds", "run wall time", {"suite": suite, "run": run_id},
-            float(run["finished"] - run["started"]))
-    lines = []
-    for name in sorted(families):
-        fam = families[name]
-        lines.append(f"# HELP {name} {_help(fam['help'])}")
-        lines.append(f"# TYPE {name} gauge")
-        for labels, value in fam["series"].values():
-            lab = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{lab}}} {_number(value)}")
-    return "\n".join(lines) + "\n"
+    return generate_latest(registry(store, run_id)).decode("utf-8")
 
 
-def _grouping_part(label: str, value: str) -> str:
-    if "/" in value or not value:
-        enc = base64.urlsafe_b64encode(value.encode()).decode() or "="
-        return f"/{label}@base64/{enc}"
-    return f"/{label}/{urllib.parse.quote(value, safe='')}"
-
-
-def push(text: str, url: str, job: str = "fleet", grouping: dict | None = None, timeout: float = 10.0) -> int:
-    """PUT ``text`` to a Pushgateway at ``url`` under ``/metrics/job/<job>[/<label>/<value>…]``
-    (replacing the group's metrics). Returns the HTTP status.
+def push(store, run_id: str, url: str, job: str = "fleet", grouping: dict | None = None,
+         timeout: float = 10.0) -> int:
+    """PUT the run to a Pushgateway at ``url`` under ``/metrics/job/<job>[/<label>/<value>…]``
+    (``prometheus_client.push_to_gateway``: replaces the group's metrics; values with ``/`` are
+    base64-encoded). Returns the number of samples pushed.
 
     Raises:
-        FleetError: on a connection error or a non-2xx reply.
+        FleetError: unknown run, a connection error or a non-2xx reply.
     """
-    path = "/metrics" + _grouping_part("job", job)
-    for k, v in (grouping or {}).items():
-        path += _grouping_part(k, str(v))
-    req = urllib.request.Request(url.rstrip("/") + path, data=text.encode(), method="PUT",
-                                 headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    from prometheus_client import push_to_gateway
+
+    reg = registry(store, run_id)
+    samples = sum(len(f.samples) for f in reg.collect())
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status
+        push_to_gateway(url, job=job, registry=reg, grouping_key=grouping or {}, timeout=timeout)
     except urllib.error.HTTPError as e:
         raise FleetError(f"Pushgateway {url} refused the metrics: HTTP {e.code} {e.read()[:300]!r}",
-                         "check the URL and that metric labels do not clash with the grouping key") from e
-    except OSError as e:
-        raise FleetError(f"cannot reach the Pushgateway at {url}: {e}", "check --push URL and the network") from e
+                         "check the URL and that metric labels do not clash with the grouping key") from None
+    except (OSError, ValueError) as e:
+        raise FleetError(f"cannot push to the Pushgateway at {url}: {e}", "check --push URL and the network") from None
+    return samples
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -194,12 +276,11 @@ def cmd_export(store, run_id: str, args) -> int:
         else:
             print(f"wrote {write_metrics_json(store, run_id, args.metrics_json, **kw)}", file=sys.stderr)
     if args.prometheus:
-        text = prometheus_text(store, run_id)
         if args.push:
-            status = push(text, args.push, grouping={"suite": (store.run(run_id) or {}).get("suite", "")})
-            print(f"pushed {text.count(chr(10))} lines to {args.push} (HTTP {status})", file=sys.stderr)
+            n = push(store, run_id, args.push, grouping={"suite": (store.run(run_id) or {}).get("suite", "")})
+            print(f"pushed {n} samples to {args.push}", file=sys.stderr)
         else:
-            sys.stdout.write(text)
+            sys.stdout.write(prometheus_text(store, run_id))
     if args.regressions:
         verdicts = regress.regressions(store, run_id, runs=args.baseline_runs, k=args.k)
         if getattr(args, "json", False):

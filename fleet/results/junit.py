@@ -2,6 +2,12 @@
 
 Infrastructure problems are ``<error>``, test failures ``<failure>``, as JUnit consumers (GitHub,
 GitLab, Jenkins) expect. Metrics go into each test case's ``<properties>``.
+
+A test case is named by its key in the store (``test_retrieval_quality[cisi]``: name and
+parameters, see :class:`fleet.results.store.Result`) and its classname is
+``<suite>.<board>.<module>`` (``rag_embedder.pi5-a.test_rag_embedder``), so a viewer that groups by
+class shows each board's tests per test file, and no two cases of a run share classname and name.
+Rows stored before node ids were kept have no module: ``<suite>.<board>``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from fleet.results.store import Store
+
+
+def classname(suite: str, r) -> str:
+    """``<suite>.<board>.<module without .py, "/" as ".">``, or ``<suite>.<board>`` when the result
+    has no node id (``r``: a :class:`fleet.results.store.Result`)."""
+    module = r.module.removesuffix(".py").replace("/", ".")
+    return f"{suite}.{r.board}" + (f".{module}" if module else "")
 
 
 def write_junit(store: Store, run_id: str, path: str | Path) -> Path:
@@ -39,7 +52,7 @@ def write_junit(store: Store, run_id: str, path: str | Path) -> Path:
             ET.SubElement(props, "property", name=k, value=str(b.get(k, "")))
         ET.SubElement(props, "property", name="run_id", value=run_id)
         for r in results:
-            tc = ET.SubElement(ts, "testcase", classname=f"{run.get('suite', '')}.{board}", name=r.test,
+            tc = ET.SubElement(ts, "testcase", classname=classname(run.get("suite", ""), r), name=r.test,
                                time=f"{r.duration_s:.3f}")
             if r.metrics or r.backends:
                 tp = ET.SubElement(tc, "properties")

@@ -1,8 +1,10 @@
 """Regressions judged against a baseline and its noise, not against fixed thresholds.
 
-For each (board, test, metric) of a run, the baseline is the same metric on the same board in the
-previous ``n`` runs of the same suite (results whose outcome is ``error`` — infrastructure — are left
-out: their numbers say nothing about the software). The noise band is
+For each (board, test, metric) of a run, the baseline is the same metric of the same test on the
+same board in the previous ``n`` runs of the same suite (results whose outcome is ``error`` —
+infrastructure — are left out: their numbers say nothing about the software). ``test`` carries its
+parameters (``test_retrieval_quality[cisi]`` and ``[cranfield]`` have baselines of their own). The
+noise band is
 
     median ± max(k · MAD, floor)      MAD = 1.4826 · median(|x − median|)
 
@@ -144,10 +146,14 @@ def regressions(store, run_id: str, *, runs: int = DEFAULT_RUNS, k: float = DEFA
 
 
 def series(store, suite: str, metric: str, limit: int = 50, test: str | None = None) -> dict[str, list[dict]]:
-    """A metric over the last ``limit`` runs of ``suite``: {board: [{run, started, value, unit,
-    direction, test}]} oldest first (the Trends view)."""
-    out: dict = {}
+    """A metric over the last ``limit`` runs of ``suite``, one series per board and test (the Trends
+    view): {label: [{run, started, value, unit, direction, test}]} oldest first. The label is the
+    board name when one test records the metric on that board, else ``"<board> · <test>"`` (e.g. a
+    test parametrised over two data sets gives two series per board: never mixed into one)."""
+    by_key: dict = {}
     for row in store.metric_series(suite, metric, limit=limit, test=test):
-        board = row.pop("board")
-        out.setdefault(board, []).append(row)
-    return out
+        by_key.setdefault((row.pop("board"), row["test"]), []).append(row)
+    tests_of: dict = {}
+    for board, t in by_key:
+        tests_of.setdefault(board, set()).add(t)
+    return {(board if len(tests_of[board]) == 1 else f"{board} · {t}"): rows for (board, t), rows in by_key.items()}

@@ -76,6 +76,8 @@ RESULTS = Table(
     Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("run_id", KEY, nullable=False),
     Column("board", KEY, nullable=False),
+    # the result's key on its board: the pytest test name with its parameters, the board's own
+    # parameter left out ("test_retrieval_quality[cisi]"); see Result.test
     Column("test", KEY, nullable=False),
     Column("outcome", Text, nullable=False),         # passed | failed | error (infrastructure) | skipped | not-run
     Column("message", Text),
@@ -85,6 +87,10 @@ RESULTS = Table(
     Column("models_json", Text),                     # artifact -> sha256
     Column("outputs_json", Text),                    # per-item outputs (e.g. per clip ref/hyp/ms)
     Column("finished", Float, nullable=False),
+    # the pytest node id as run, relative to the suite folder, board included
+    # ("test_rag_embedder.py::test_retrieval_quality[pi5-a-cisi]"); NULL in rows written before
+    # it existed (schema v2, see Store._migrate_results_v2)
+    Column("nodeid", Text),
     Index("results_run", "run_id"),
     sqlite_autoincrement=True,
 )
@@ -125,7 +131,17 @@ class Metric:
 
 @dataclass
 class Result:
-    """One test on one board: the record a dashboard or CI job reads."""
+    """One test on one board: the record a dashboard or CI job reads.
+
+    ``test`` is the result's key on its board everywhere (the store, JUnit, ``--resume``, the
+    regression baselines, Prometheus, ``fleet results``, the report and the dashboard): the pytest
+    test name with its parameters, the board's parameter left out, e.g.
+    ``test_retrieval_quality[cisi]`` (:func:`fleet.runner.plugin.result_key`); a test without other
+    parameters is its bare name (``test_wer``). Stores written before parameters were kept hold
+    the bare function name for every variant (their rows are kept as they were). ``nodeid`` is the
+    full pytest node id (module, board parameter included; "" when unknown). ``duration_s`` is
+    setup + call + teardown (s): the measurements of a suite run in its fixtures.
+    """
 
     run_id: str
     board: str
@@ -144,6 +160,12 @@ class Result:
     telemetry: list = field(default_factory=list)
     #: the result's aggregate: {"summary": merged summary, "measurement": {...}} or None
     telemetry_summary: dict | None = None
+    nodeid: str = ""
+
+    @property
+    def module(self) -> str:
+        """The test's file relative to the suite folder (from ``nodeid``; "" when unknown)."""
+        return self.nodeid.split("::", 1)[0] if "::" in self.nodeid else ""
 
 
 def new_run_id() -> str:
@@ -176,6 +198,9 @@ class Store:
         self.read_only = read_only
         self.path = self.target.path if self.target.path is not None else self.target.display
         self._raw: sqlite3.Connection | None = None
+        #: columns of RESULTS the store has: all of them, except in a read-only store of an older
+        #: schema (which cannot be migrated; its rows are read without the missing columns)
+        self._result_cols = list(RESULTS.c)
         if self.target.backend == "sqlite":
             if read_only and not self.target.path.exists():
                 raise FileNotFoundError(f"no results store at {self.target.path}")
@@ -187,9 +212,12 @@ class Store:
         try:
             if read_only:
                 with self.engine.connect() as conn:
-                    if not inspect(conn).has_table("runs"):
+                    insp = inspect(conn)
+                    if not insp.has_table("runs"):
                         raise FleetError(f"no results store at {self.target.display} (it has no runs table)",
                                          "run `fleet test` with this --db first")
+                    have = {c["name"] for c in insp.get_columns("results")}
+                    self._result_cols = [c for c in RESULTS.c if c.name in have]
             else:
                 self._create_schema()
         except (DBAPIError, sqlite3.Error) as e:
@@ -265,6 +293,7 @@ class Store:
             if self.target.backend == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
             self._migrate_metrics_v1(conn)
+            self._migrate_results_v2(conn)
             METADATA.create_all(conn, checkfirst=True)
 
     @staticmethod
@@ -280,6 +309,15 @@ class Store:
         conn.exec_driver_sql("INSERT INTO metrics(id, result_id, name, value, unit, direction) "
                              "SELECT rowid, result_id, name, value, unit, direction FROM metrics_v1")
         conn.exec_driver_sql("DROP TABLE metrics_v1")
+
+    @staticmethod
+    def _migrate_results_v2(conn) -> None:
+        """Stores written before results had a ``nodeid`` column (both backends) get it, NULL in
+        the rows already there: they were keyed by the bare test function name, which stays their
+        ``test`` (parametrised variants of one test share it: nothing tells them apart)."""
+        insp = inspect(conn)
+        if insp.has_table("results") and "nodeid" not in {c["name"] for c in insp.get_columns("results")}:
+            conn.exec_driver_sql("ALTER TABLE results ADD COLUMN nodeid TEXT")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -378,7 +416,7 @@ class Store:
         row = {"run_id": r.run_id, "board": r.board, "test": r.test, "outcome": r.outcome, "message": r.message,
                "duration_s": r.duration_s, "emulated": None if r.emulated is None else int(r.emulated),
                "backends_json": json.dumps(r.backends), "models_json": json.dumps(r.models),
-               "outputs_json": json.dumps(r.outputs), "finished": r.finished}
+               "outputs_json": json.dumps(r.outputs), "finished": r.finished, "nodeid": r.nodeid or None}
         metrics = [{"name": m.name, "value": m.value, "unit": m.unit, "direction": m.direction} for m in r.metrics]
         tel = [{"seq": i, "label": t.get("label"), "summary_json": json.dumps(t.get("summary")),
                 "trace_json": json.dumps(t.get("trace"))} for i, t in enumerate(r.telemetry)]
@@ -432,7 +470,7 @@ class Store:
 
     def results(self, run_id: str) -> list[Result]:
         with self.engine.connect() as conn:  # one snapshot for results and their metrics
-            rows = conn.execute(select(RESULTS).where(RESULTS.c.run_id == run_id)
+            rows = conn.execute(select(*self._result_cols).where(RESULTS.c.run_id == run_id)
                                 .order_by(RESULTS.c.board, RESULTS.c.id)).mappings().all()
             metrics: dict[int, list[Metric]] = {}
             for m in conn.execute(select(METRICS).join(RESULTS, METRICS.c.result_id == RESULTS.c.id)
@@ -444,7 +482,7 @@ class Store:
             emulated=None if row["emulated"] is None else bool(row["emulated"]),
             backends=json.loads(row["backends_json"] or "{}"), models=json.loads(row["models_json"] or "{}"),
             outputs=json.loads(row["outputs_json"] or "[]"), metrics=metrics.get(row["id"], []),
-            finished=row["finished"], id=row["id"]) for row in rows]
+            finished=row["finished"], id=row["id"], nodeid=row.get("nodeid") or "") for row in rows]
 
     def telemetry(self, result_id: int, traces: bool = True) -> dict:
         """A result's telemetry: {"aggregate": {...} | None, "traces": [{"seq", "label", "summary",

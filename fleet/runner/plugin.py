@@ -24,6 +24,10 @@ Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
   that fails the board is *lost* and its remaining tests are ``error`` "board lost: ..." at once;
 * records the tests of boards another run has leased (``--fleet-not-run``) as ``not-run`` with the
   holder, and leaves out (board, test) pairs a resumed run already finished (``--fleet-done``).
+
+A result is keyed by :func:`result_key` (the test's name with its parameters, the board's left out)
+on its board, and written once its teardown is over: its duration is setup + call + teardown, as
+pytest's own JUnit report counts it, because a suite's measurements run in its fixtures.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ from fleet.remote.session import (
 
 _rec_key = pytest.StashKey["Recorder"]()
 _done_key = pytest.StashKey[bool]()
+#: the item's verdict so far, (outcome, message): the call's, or the first phase that did not pass
+_verdict_key = pytest.StashKey[tuple]()
+#: seconds of the phases reported so far (setup, call, teardown)
+_duration_key = pytest.StashKey[float]()
+#: why the item may not run: another test of the suite has its key on its board
+_clash_key = pytest.StashKey[str]()
 
 #: Sessions a process opens ahead of use. Opening one is mostly waiting (SSH handshake, then the
 #: agent's start-up: ~0.1 s + ~0.3 s on an idle emulated board, benchmarks/fleet_scale.py "SSH open
@@ -68,7 +78,8 @@ def pytest_addoption(parser):
     g.addoption("--fleet-ignore-fingerprint", action="store_true", default=False,
                 help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
     g.addoption("--fleet-not-run", help="JSON file {board: reason}: boards whose tests are recorded not-run")
-    g.addoption("--fleet-done", help="JSON file [[board, test], ...]: pairs a resumed run already finished")
+    g.addoption("--fleet-done", help="JSON file [[board, test], ...]: pairs a resumed run already finished "
+                "(test as keyed in the store: fleet.runner.plugin.result_key)")
 
 
 class FingerprintRefused(InfrastructureError):
@@ -394,12 +405,13 @@ def pytest_collection_modifyitems(session, config, items):
         return
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     mine = owned_boards(ctx.suite_boards(), worker, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    _mark_key_clashes(items)
     keep, drop = [], []
     for item in items:
         b = _board_of(item)
         if b is None:  # a test without a board runs once, on the first worker
             (keep if worker in (None, "gw0") else drop).append(item)
-        elif b.name not in mine or (b.name, item.originalname or item.name) in ctx.done:
+        elif b.name not in mine or (b.name, result_key(item)) in ctx.done:
             drop.append(item)
         else:
             keep.append(item)
@@ -465,6 +477,8 @@ def pytest_runtest_setup(item):
     b = _board_of(item)
     if ctx is not None and b is not None and b.name in ctx.not_run:
         pytest.skip(f"not-run: {ctx.not_run[b.name]}")
+    if _clash_key in item.stash:
+        raise KeyClash(item.stash[_clash_key])
 
 
 @pytest.fixture(scope="session")
@@ -506,41 +520,114 @@ def _board_of(item) -> Board | None:
     return b if isinstance(b, Board) else None
 
 
+def result_key(item) -> str:
+    """A test's key on its board in the results store: its name with its parameters, the board's
+    own parameter id left out: ``test_retrieval_quality[cisi]`` for the item
+    ``test_retrieval_quality[pi5-a-cisi]`` on board ``pi5-a``; ``test_wer`` for ``test_wer[pi5-a]``.
+
+    The parameter ids are pytest's own (``CallSpec2._idlist``, one per ``parametrize`` or
+    parametrised fixture, in the order pytest joins them with "-" into the item's name); the
+    board's is the board name (:func:`pytest_generate_tests`). Removing one occurrence of a
+    value gives the same list whichever occurrence it is, so a parameter that happens to equal
+    the board name cannot be removed in its place.
+    """
+    name = item.originalname or item.name
+    cs = getattr(item, "callspec", None)
+    if cs is None:
+        return item.name
+    ids = list(getattr(cs, "_idlist", None) or [])
+    if not ids and cs.id:  # a pytest without _idlist: the ids are only known joined
+        ids = [cs.id]
+    b = _board_of(item)
+    if b is not None:
+        if b.name in ids:
+            ids.remove(b.name)
+        elif len(ids) == 1:  # joined ids: cut the board's out of "board-rest" / "rest-board"
+            joined = ids[0]
+            if joined == b.name:
+                ids = []
+            elif joined.startswith(b.name + "-"):
+                ids = [joined[len(b.name) + 1:]]
+            elif joined.endswith("-" + b.name):
+                ids = [joined[:-len(b.name) - 1]]
+    return f"{name}[{'-'.join(ids)}]" if ids else name
+
+
+class KeyClash(Exception):
+    """Two tests of a suite would be stored under one key on one board."""
+
+
+def _mark_key_clashes(items) -> None:
+    """Two tests that would be stored under one key on one board (same name and parameters in
+    two modules of a suite) would mix their results: each of them errors at setup, naming both
+    node ids and the fix (:class:`KeyClash`), and no test of theirs runs. (Raising during
+    collection would be cleaner, but an xdist worker reports that as an INTERNALERROR traceback.)
+    """
+    groups: dict[tuple[str, str], list] = {}
+    for item in items:
+        b = _board_of(item)
+        if b is not None:
+            groups.setdefault((b.name, result_key(item)), []).append(item)
+    for (board, key), group in groups.items():
+        if len({i.nodeid for i in group}) > 1:
+            msg = (f"tests {', '.join(i.nodeid for i in group)} would all be stored as {key!r} on board {board}: "
+                   "results are keyed by test name and parameters, so rename all but one of them")
+            for item in group:
+                item.stash[_clash_key] = msg
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """Keep each phase's duration and the first phase that did not pass; after the teardown,
+    write the one result of the item (setup + call + teardown seconds)."""
     outcome = yield
     rep = outcome.get_result()
     ctx = getattr(item.config, "_fleet", None)
     board = _board_of(item)
     if ctx is None or ctx.store is None or board is None or item.stash.get(_done_key, False):
         return
-    if rep.when == "setup" and rep.passed:
-        return
-    if rep.when == "teardown" and not rep.failed:
-        return
+    item.stash[_duration_key] = item.stash.get(_duration_key, 0.0) + (rep.duration or 0.0)
+    prev = item.stash.get(_verdict_key, None)
+    # the first phase that did not pass decides; a passed call is overruled by a broken teardown
+    if not (rep.passed and rep.when != "call") and (prev is None or (prev[0] == "passed" and not rep.passed)):
+        item.stash[_verdict_key] = _verdict(rep, call, board, ctx)
+    if rep.when == "teardown":
+        _write_result(item, ctx, board)
+
+
+def _verdict(rep, call, board: Board, ctx: FleetContext) -> tuple[str, str]:
+    """(outcome, message) of one phase report: passed | failed | error (infrastructure, or a
+    setup/teardown failure) | skipped | not-run (the board is leased by another run)."""
     if rep.skipped:
-        status = "skipped"
         msg = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else str(rep.longrepr or "")
         if board.name in ctx.not_run:
-            status, msg = "not-run", ctx.not_run[board.name]
-    elif rep.passed:
-        status, msg = "passed", ""
+            return "not-run", ctx.not_run[board.name]
+        return "skipped", msg
+    if rep.passed:
+        return "passed", ""
+    infra = call.excinfo is not None and call.excinfo.errisinstance(InfrastructureError)
+    status = "error" if (infra or rep.when != "call") else "failed"
+    if call.excinfo is not None:
+        msg = f"{call.excinfo.typename}: {call.excinfo.value}"
+        if infra:
+            msg = f"infrastructure: {msg}"
     else:
-        infra = call.excinfo is not None and call.excinfo.errisinstance(InfrastructureError)
-        status = "error" if (infra or rep.when != "call") else "failed"
-        if call.excinfo is not None:
-            msg = f"{call.excinfo.typename}: {call.excinfo.value}"
-            if infra:
-                msg = f"infrastructure: {msg}"
-        else:
-            msg = str(rep.longrepr)[-2000:]
+        msg = str(rep.longrepr)[-2000:]
+    if rep.when == "teardown":
+        msg = f"in teardown: {msg}"
+    return status, msg
+
+
+def _write_result(item, ctx: FleetContext, board: Board) -> None:
+    status, msg = item.stash.get(_verdict_key, ("passed", ""))
     r: Recorder = item.stash.get(_rec_key, Recorder())
     from fleet.results.store import Result
 
     ctx.store.add_result(Result(
-        run_id=ctx.run_id, board=board.name, test=item.originalname or item.name, outcome=status,
-        message=msg[:4000], duration_s=rep.duration, emulated=board.emulated if r.emulated is None else r.emulated,
+        run_id=ctx.run_id, board=board.name, test=result_key(item), outcome=status, message=msg[:4000],
+        duration_s=item.stash.get(_duration_key, 0.0),
+        emulated=board.emulated if r.emulated is None else r.emulated,
         backends=r.backends, models=r.models, outputs=r.outputs, metrics=r.metrics, finished=time.time(),
-        telemetry=r.telemetry, telemetry_summary=r.telemetry_summary,
+        telemetry=r.telemetry, telemetry_summary=r.telemetry_summary, nodeid=item.nodeid,
     ))
     item.stash[_done_key] = True

@@ -66,26 +66,9 @@ def test_agent_reports_board(board, board_info, suite):
         f"model {suite.model} is not deployed on {board.name}: run `fleet deploy --inventory ...`")
 
 
-def test_wer(board, transcripts, thresholds, record):
-    """WER/CER over every clip within the board class's limits."""
-    refs = [item["text"] for item, _ in transcripts]
-    hyps = [r["text"] for _, r in transcripts]
-    wer, cer = wer_cer(refs, hyps)
-    record.metric("wer", wer, "ratio", "lower")
-    record.metric("cer", cer, "ratio", "lower")
-    record.metric("clips", len(transcripts), "count", "higher")
-    record.backends.update(_backends(transcripts))
-    record.emulated = bool(transcripts[0][1].get("emulated"))
-    record.models.update(transcripts[0][1].get("models", {}))
-    for item, r in transcripts:
-        record.output({"id": item["id"], "reference": normalize(item["text"]), "hypothesis": normalize(r["text"]),
-                       "total_ms": r["total_ms"], "audio_s": r.get("audio_s")})
-    if thresholds.get("wer_max") is not None:
-        assert wer <= thresholds["wer_max"], f"WER {wer:.3f} > limit {thresholds['wer_max']} on {board.name}"
-    if thresholds.get("cer_max") is not None:
-        assert cer <= thresholds["cer_max"], f"CER {cer:.3f} > limit {thresholds['cer_max']} on {board.name}"
-
-
+# test_latency runs before test_wer: the measurement runs in the setup of the first test that
+# needs it, and a result's duration is setup + call + teardown, so it is test_latency's time;
+# test_wer reuses the measurement's first pass.
 def test_latency(board, measurement, thresholds, record):
     """Per-clip latency (agent-side total, ms) under the measurement protocol: n, then p50/p90/p99
     and the p90 early-stopping estimate as LoadGen reports them (each only from enough samples),
@@ -137,6 +120,26 @@ def test_latency(board, measurement, thresholds, record):
         assert h["energy_per_inference_j"] <= thresholds["energy_per_inference_j_max"], (
             f"energy {h['energy_per_inference_j']:.2f} J/inference ({h['power_channel']}) > limit "
             f"{thresholds['energy_per_inference_j_max']} J on {board.name}")
+
+
+def test_wer(board, transcripts, thresholds, record):
+    """WER/CER over every clip within the board class's limits."""
+    refs = [item["text"] for item, _ in transcripts]
+    hyps = [r["text"] for _, r in transcripts]
+    wer, cer = wer_cer(refs, hyps)
+    record.metric("wer", wer, "ratio", "lower")
+    record.metric("cer", cer, "ratio", "lower")
+    record.metric("clips", len(transcripts), "count", "higher")
+    record.backends.update(_backends(transcripts))
+    record.emulated = bool(transcripts[0][1].get("emulated"))
+    record.models.update(transcripts[0][1].get("models", {}))
+    for item, r in transcripts:
+        record.output({"id": item["id"], "reference": normalize(item["text"]), "hypothesis": normalize(r["text"]),
+                       "total_ms": r["total_ms"], "audio_s": r.get("audio_s")})
+    if thresholds.get("wer_max") is not None:
+        assert wer <= thresholds["wer_max"], f"WER {wer:.3f} > limit {thresholds['wer_max']} on {board.name}"
+    if thresholds.get("cer_max") is not None:
+        assert cer <= thresholds["cer_max"], f"CER {cer:.3f} > limit {thresholds['cer_max']} on {board.name}"
 
 
 def test_npu_parity(board, agent, suite, record):
