@@ -72,23 +72,36 @@ def _board_key(board: Board) -> tuple:
 def wrap_command(command: str, token: str) -> str:
     """The remote command that starts ``command`` (the agent) so the session can find it later.
 
-    ``/bin/sh`` prints ``fleet-agent-pid $$`` on stdout, exports ``FLEET_AGENT_SESSION=token`` and
-    ``exec``s the agent, which keeps that pid. The outer ``exec /bin/sh -c`` makes it the same
-    whatever the user's login shell is (sshd runs the command with ``$SHELL -c``).
+    ``env`` puts ``FLEET_AGENT_SESSION=token`` in the environment and ``exec``s ``/bin/sh``, which
+    prints ``fleet-agent-pid $$`` on stdout and ``exec``s the agent, which keeps that pid. The
+    token is in the process's environment from before the pid line is printed (not exported by the
+    shell, which would put it there only at the agent's exec), so a kill sent before the agent
+    started still finds its process. The outer ``exec`` makes it the same whatever the user's login
+    shell is (sshd runs the command with ``$SHELL -c``).
     """
-    script = f'echo "{PID_MARK} $$"; {TOKEN_VAR}={token}; export {TOKEN_VAR}; exec {command}'
-    return "exec /bin/sh -c " + shlex.quote(script)
+    script = f'echo "{PID_MARK} $$"; exec {command}'
+    return f"exec env {TOKEN_VAR}={token} /bin/sh -c " + shlex.quote(script)
 
 
 def kill_command(pid: int, token: str) -> str:
-    """A shell command that ends process ``pid`` only if it is the agent this session started.
+    """A shell command that ends process ``pid`` only if it is the agent this session started, and
+    says it ended only once it has seen it gone.
 
     "It is" means ``/proc/PID/environ`` holds ``FLEET_AGENT_SESSION=token`` (a random 128-bit
     token, so no other process, an agent of another session included, can match). Then SIGTERM
     (+ SIGCONT, so a stopped process gets it), up to 1 s for it to go, else SIGKILL and up to 1 s
-    more. A zombie has no environ, so it counts as gone. Prints one line ``fleet-agent-kill
-    gone|terminated|killed|survived`` (survived: still there after SIGKILL, e.g. stuck in the
-    kernel in an NPU driver call).
+    more. Prints one line ``fleet-agent-kill gone|terminated|killed|survived``: gone = not (or no
+    longer) this session's agent, nothing sent; survived = still there after SIGKILL (e.g. stuck
+    in the kernel in an NPU driver call): it may still run.
+
+    "Gone" after a signal is read from ``/proc/PID/stat`` (proc(5)), not from the environ: an
+    exiting process has no environ from the moment its memory is released (``exit_mm`` in the
+    kernel's ``do_exit``) until it is a zombie, and freeing a large address space under load takes
+    long enough for the controller to see the process still running (the §7 failure of
+    tests/test_agent_cleanup.py ``[sigstop]``). The process counts as gone when the pid is free,
+    holds another process (start time, field 22, differs), or is a zombie whose other threads
+    have all exited (``/proc/PID/task`` lists only the leader: a leader that exited before its
+    threads is a zombie while they still run and hold the NPU's file descriptors).
     """
     if not isinstance(pid, int) or pid <= 1:
         raise ValueError(f"refusing to kill pid {pid!r}")
@@ -96,7 +109,12 @@ def kill_command(pid: int, token: str) -> str:
         raise ValueError("the session token must be lowercase hex")
     script = f"""p={pid}; t={TOKEN_VAR}={token}
 ours() {{ {{ tr '\\000' '\\n' < /proc/$p/environ; }} 2>/dev/null | grep -qxF "$t"; }}
-waitgone() {{ i=0; while [ $i -lt 10 ]; do ours || return 0; sleep 0.1; i=$((i+1)); done; return 1; }}
+pstat() {{ s=$(cat /proc/$p/stat 2>/dev/null) && set -- ${{s##*)}} && echo "$1 ${{20}}"; }}
+gone() {{ f=$(pstat) || return 0; set -- $f; [ "$2" = "$t0" ] || return 0
+  case $1 in Z|X) ;; *) return 1;; esac
+  [ ! -d /proc/$p/task ] || [ "$(ls /proc/$p/task 2>/dev/null)" = "$p" ]; }}
+waitgone() {{ i=0; while [ $i -lt 10 ]; do gone && return 0; sleep 0.1; i=$((i+1)); done; gone; }}
+t0=$(pstat) || {{ echo "{KILL_MARK} gone"; exit 0; }}; t0=${{t0#* }}
 ours || {{ echo "{KILL_MARK} gone"; exit 0; }}
 kill -TERM $p 2>/dev/null; kill -CONT $p 2>/dev/null
 waitgone && {{ echo "{KILL_MARK} terminated"; exit 0; }}
@@ -272,7 +290,8 @@ class AgentSession:
             self._remember_if_unended()
 
     def _remember_if_unended(self) -> None:
-        if self.agent_end.startswith("unknown") and self.agent_pid is not None:
+        # "survived" too: a process stuck in a driver call may go later, or need the next try
+        if (self.agent_end.startswith("unknown") or self.agent_end == "survived") and self.agent_pid is not None:
             with _UNENDED_LOCK:
                 _UNENDED.setdefault(_board_key(self.board), []).append((self.agent_pid, self._token))
 
@@ -283,7 +302,8 @@ class AgentSession:
         with _UNENDED_LOCK:
             stale = _UNENDED.pop(_board_key(self.board), [])
         self.ended_stale = [(pid, self._kill_pid(pid, token)) for pid, token in stale]
-        left = [(pid, tok) for (pid, tok), (_, end) in zip(stale, self.ended_stale) if end.startswith("unknown")]
+        left = [(pid, tok) for (pid, tok), (_, end) in zip(stale, self.ended_stale)
+                if end.startswith("unknown") or end == "survived"]
         if left:
             with _UNENDED_LOCK:
                 _UNENDED.setdefault(_board_key(self.board), []).extend(left)
@@ -382,7 +402,8 @@ class AgentSession:
         elif self.agent_end in ("terminated", "killed"):
             reason += f"; agent pid {self.agent_pid} {self.agent_end}"
         elif self.agent_end == "survived":
-            reason += f"; agent pid {self.agent_pid} survived SIGKILL (stuck in the kernel?)"
+            reason += (f"; agent pid {self.agent_pid} may still run on the board (still there 1 s "
+                       "after SIGKILL: stuck in the kernel?)")
         self.lost_reason = reason
         return BoardLost(reason)
 
