@@ -87,8 +87,11 @@ def kill_command(pid: int, token: str) -> str:
     """A shell command that ends process ``pid`` only if it is the agent this session started, and
     says it ended only once it has seen it gone.
 
-    "It is" means ``/proc/PID/environ`` holds ``FLEET_AGENT_SESSION=token`` (a random 128-bit
-    token, so no other process, an agent of another session included, can match). Then SIGTERM
+    "It is" means the environ of one of its threads (``/proc/PID/task/TID/environ``: a leader
+    thread that exited before the others has none) holds ``FLEET_AGENT_SESSION=token`` (a random
+    128-bit token, so no other process, an agent of another session included, can match). A
+    process that does not match but is exiting (``PF_EXITING``, 0x4 in field 9 of its stat; its
+    environ is empty once its memory is freed) is waited for, up to 1 s, without a signal. Then SIGTERM
     (+ SIGCONT, so a stopped process gets it), up to 1 s for it to go, else SIGKILL and up to 1 s
     more. Prints one line ``fleet-agent-kill gone|terminated|killed|survived``: gone = not (or no
     longer) this session's agent, nothing sent; survived = still there after SIGKILL (e.g. stuck
@@ -108,14 +111,18 @@ def kill_command(pid: int, token: str) -> str:
     if not token or not all(c in "0123456789abcdef" for c in token):
         raise ValueError("the session token must be lowercase hex")
     script = f"""p={pid}; t={TOKEN_VAR}={token}
-ours() {{ {{ tr '\\000' '\\n' < /proc/$p/environ; }} 2>/dev/null | grep -qxF "$t"; }}
-pstat() {{ s=$(cat /proc/$p/stat 2>/dev/null) && set -- ${{s##*)}} && echo "$1 ${{20}}"; }}
-gone() {{ f=$(pstat) || return 0; set -- $f; [ "$2" = "$t0" ] || return 0
+ours() {{ for e in /proc/$p/task/*/environ; do
+  {{ tr '\\000' '\\n' < "$e"; }} 2>/dev/null | grep -qxF "$t" && return 0; done; return 1; }}
+pstat() {{ s=$(cat /proc/$p/stat 2>/dev/null) && set -- ${{s##*)}} && echo "$1 $7 ${{20}}"; }}
+gone() {{ f=$(pstat) || return 0; set -- $f; [ "$3" = "$t0" ] || return 0
   case $1 in Z|X) ;; *) return 1;; esac
   [ ! -d /proc/$p/task ] || [ "$(ls /proc/$p/task 2>/dev/null)" = "$p" ]; }}
 waitgone() {{ i=0; while [ $i -lt 10 ]; do gone && return 0; sleep 0.1; i=$((i+1)); done; gone; }}
-t0=$(pstat) || {{ echo "{KILL_MARK} gone"; exit 0; }}; t0=${{t0#* }}
-ours || {{ echo "{KILL_MARK} gone"; exit 0; }}
+f=$(pstat) || {{ echo "{KILL_MARK} gone"; exit 0; }}; set -- $f; t0=$3
+if ! ours; then
+  [ $(($2 & 4)) -eq 0 ] || waitgone || {{ echo "{KILL_MARK} survived"; exit 0; }}
+  echo "{KILL_MARK} gone"; exit 0
+fi
 kill -TERM $p 2>/dev/null; kill -CONT $p 2>/dev/null
 waitgone && {{ echo "{KILL_MARK} terminated"; exit 0; }}
 kill -KILL $p 2>/dev/null
