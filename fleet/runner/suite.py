@@ -10,6 +10,10 @@ suite.yml keys:
     requires: {accelerators: [..], boards: [..]}   which boards the suite runs on (default: all)
     options: {..}                    pipeline options passed with every request
     request_timeout_s: float         per-request timeout (s), default 120
+    reconnect_timeout_s: float       how long (s) to retry SSH to a board that does not answer or whose
+                                     link dropped mid-request (rebooting, sshd restarted), with backoff;
+                                     default 5 (fleet.remote.session.RECONNECT_TIMEOUT_S), 0 = no retry.
+                                     An inventory host var fleet_reconnect_timeout_s wins for its board.
     warmup_requests: int             requests run first and left out of latency figures (default 1)
     measurement: {..}                the latency protocol (fleet.measure.protocol, MLPerf SingleStream
                                      style): min_queries, min_duration_s, max_queries,
@@ -35,6 +39,7 @@ import yaml
 from fleet.errors import FleetError
 from fleet.inventory import ACCELERATORS, BOARD_CLASSES, Board
 from fleet.measure.protocol import MeasurementConfig
+from fleet.remote.session import RECONNECT_TIMEOUT_S
 
 THRESHOLD_CLASSES = {"emulated"} | ACCELERATORS
 THRESHOLD_KEYS = {
@@ -63,7 +68,8 @@ THRESHOLD_KEYS = {
     "target_f0_gap_semitones_max": ("target_f0_gap_semitones", "max", "semitones"),
 }
 KNOWN_KEYS = {"name", "pipeline", "model", "dataset", "requires", "options", "thresholds",
-              "request_timeout_s", "warmup_requests", "description", "measurement", "parity"}
+              "request_timeout_s", "warmup_requests", "description", "measurement", "parity",
+              "reconnect_timeout_s"}
 PARITY_KEYS = {"inputs", "bounds"}
 PARITY_BOUND_KEYS = {
     # key: (parity metric it bounds, "max" | "min", unit); metrics from the agent's parity op
@@ -122,6 +128,7 @@ class Suite:
     options: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
     request_timeout_s: float = 120.0
+    reconnect_timeout_s: float = RECONNECT_TIMEOUT_S
     warmup_requests: int = 1
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
     parity: dict = field(default_factory=lambda: {"inputs": 0, "bounds": {}})
@@ -229,6 +236,10 @@ def load_suite(suite_dir: str | Path) -> Suite:
     timeout = data.get("request_timeout_s", 120.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise FleetError(f"{f}: request_timeout_s must be a positive number, got {timeout!r}", "e.g. request_timeout_s: 120")
+    reconnect = data.get("reconnect_timeout_s", RECONNECT_TIMEOUT_S)
+    if isinstance(reconnect, bool) or not isinstance(reconnect, (int, float)) or not reconnect >= 0:
+        raise FleetError(f"{f}: reconnect_timeout_s must be a number of seconds >= 0, got {reconnect!r}",
+                         "e.g. reconnect_timeout_s: 90 for boards that reboot mid-suite (0 = never retry)")
     warmup = data.get("warmup_requests", 1)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise FleetError(f"{f}: warmup_requests must be a whole number >= 0, got {warmup!r}", "e.g. warmup_requests: 1")
@@ -239,4 +250,5 @@ def load_suite(suite_dir: str | Path) -> Suite:
     return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
                  dataset=data["dataset"], accelerators=accs, boards=boards, options=opts,
                  thresholds={k: dict(v or {}) for k, v in th.items()}, request_timeout_s=float(timeout),
+                 reconnect_timeout_s=float(reconnect),
                  warmup_requests=warmup, measurement=measurement, parity=check_parity(f, data.get("parity")))
