@@ -107,22 +107,23 @@ def kill_command(pid: int, token: str) -> str:
 
     "It is" means the environ of one of its threads (``/proc/PID/task/TID/environ``: a leader
     thread that exited before the others has none) holds ``FLEET_AGENT_SESSION=token`` (a random
-    128-bit token, so no other process, an agent of another session included, can match). A
-    process that does not match but is exiting (``PF_EXITING``, 0x4 in field 9 of its stat; its
-    environ is empty once its memory is freed) is waited for, up to 1 s, without a signal. Then SIGTERM
-    (+ SIGCONT, so a stopped process gets it), up to 1 s for it to go, else SIGKILL and up to 1 s
-    more. Prints one line ``fleet-agent-kill gone|terminated|killed|survived``: gone = not (or no
-    longer) this session's agent, nothing sent; survived = still there after SIGKILL (e.g. stuck
-    in the kernel in an NPU driver call): it may still run.
+    128-bit token, so no other process, an agent of another session included, can match). Then
+    SIGTERM (+ SIGCONT, so a stopped process gets it), up to 1 s for it to go, else SIGKILL and up
+    to 1 s more. A process that does not match but is exiting (``PF_EXITING``, 0x4 in field 9 of
+    its stat: its environ is empty once its memory is freed) gets no signal; it is waited for, up
+    to 1 s. Prints one line ``fleet-agent-kill gone|terminated|killed|survived``: gone = not (or
+    no longer) this session's agent; survived = still there after SIGKILL (e.g. stuck in the
+    kernel in an NPU driver call), or exiting for more than 1 s: it may still run.
 
-    "Gone" after a signal is read from ``/proc/PID/stat`` (proc(5)), not from the environ: an
-    exiting process has no environ from the moment its memory is released (``exit_mm`` in the
-    kernel's ``do_exit``) until it is a zombie, and freeing a large address space under load takes
-    long enough for the controller to see the process still running (the §7 failure of
-    tests/test_agent_cleanup.py ``[sigstop]``). The process counts as gone when the pid is free,
-    holds another process (start time, field 22, differs), or is a zombie whose other threads
-    have all exited (``/proc/PID/task`` lists only the leader: a leader that exited before its
-    threads is a zombie while they still run and hold the NPU's file descriptors).
+    "Gone" is read from ``/proc/PID/stat`` (proc(5)), not from the environ: an exiting process
+    has no environ from the moment its memory is released (``exit_mm`` in the kernel's
+    ``do_exit``) until it is a zombie, and freeing a large address space under load takes long
+    enough for the controller to see the process still running (the cause of issue 13 §7,
+    tests/test_agent_cleanup.py ``[sigstop]``; tests/test_kill_command.py shows it). The process
+    counts as gone when the pid is free, holds another process (start time, field 22, differs),
+    or is a zombie whose threads have all exited (``/proc/PID/task`` lists only the leader: a
+    leader that exits before its threads is a zombie while they still run and hold the NPU's
+    file descriptors).
     """
     if not isinstance(pid, int) or pid <= 1:
         raise ValueError(f"refusing to kill pid {pid!r}")
