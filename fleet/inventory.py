@@ -44,6 +44,9 @@ class Board:
         known_hosts: known_hosts file pinning the host key, or "" for ~/.ssh/known_hosts.
         python: the board's Python interpreter.
         wheel_platform: pip platform tag for the board's wheelhouse, "" = the controller's own.
+        reconnect_timeout_s: host var ``fleet_reconnect_timeout_s``: how long (s) `fleet test`
+            retries SSH to this board when it does not answer or its link drops (a board that
+            reboots); None = the suite's ``reconnect_timeout_s``. It wins over the suite's.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Board:
     known_hosts: str = ""
     python: str = "/usr/bin/python3"
     wheel_platform: str = ""
+    reconnect_timeout_s: float | None = None
 
     @property
     def board_class(self) -> str:
@@ -205,6 +209,18 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
             f"inventory {source}: host '{name}' has a non-numeric ansible_port {hv.get('ansible_port')!r}",
             "give the SSH port as a number",
         ) from None
+    reconnect = hv.get("fleet_reconnect_timeout_s")
+    if reconnect is not None:
+        try:
+            reconnect = float(reconnect)  # INI inventories give strings
+        except (TypeError, ValueError):
+            reconnect = -1.0
+        if not reconnect >= 0:  # also NaN
+            raise FleetError(
+                f"inventory {source}: host '{name}' has fleet_reconnect_timeout_s="
+                f"{hv.get('fleet_reconnect_timeout_s')!r}, not a number of seconds >= 0",
+                "give the seconds to retry SSH to the board, e.g. fleet_reconnect_timeout_s: 90 for a board that reboots",
+            )
     return Board(
         name=name,
         board=board,
@@ -218,6 +234,7 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
         known_hosts=_local_path(hv.get("fleet_known_hosts", "")),
         python=str(hv.get("ansible_python_interpreter", "/usr/bin/python3")),
         wheel_platform=str(hv.get("fleet_wheel_platform", "")),
+        reconnect_timeout_s=reconnect,
     )
 
 

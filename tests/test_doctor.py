@@ -257,7 +257,7 @@ def _fake_session(monkeypatch, info):
     opened = []
 
     class S:
-        def __init__(self, b, request_timeout_s=0):
+        def __init__(self, b, request_timeout_s=0, **kw):  # kw: reconnect_timeout_s
             self.alive = True
 
         def open(self):

@@ -20,6 +20,7 @@ import pytest
 from sim_fleet import agent_pids, deployed_fleet
 
 from fleet.leases import LeaseStore
+from fleet.remote import session as session_mod
 from fleet.results.store import Store
 from fleet.sim import lifecycle
 from fleet.sim.state import load_state
@@ -265,6 +266,49 @@ def test_sigint_mid_run_keeps_results_marks_interrupted_releases_everything(flee
     assert {r.outcome for r in run.results(run_id)[1].values()} == {"passed"}
 
 
+def _metrics(r) -> dict:
+    return {m.name: m.value for m in r.metrics}
+
+
+def test_board_rebooting_mid_suite_is_retried_not_failed(fleet):
+    """Issue 13 §3: the victim goes away as in a reboot (its sshd, listener and connections, then
+    its agent) while test_b_busy is mid-request, and its sshd is started again 3 s later. The
+    request's SSH link drops; the session reconnects with backoff within the suite's
+    reconnect_timeout_s (30 s here), starts a new agent and sends the request again: the suite
+    completes with no error and the retries are on test_b_busy's result."""
+    victim = fleet["boards"][VICTIM]
+    suite = fleet["base"] / "suite-reboot"
+    suite.mkdir()
+    (suite / "suite.yml").write_text(SUITE_YML + "reconnect_timeout_s: 30\n")
+    (suite / "test_faults_suite.py").write_text(SUITE_TESTS)
+    run = Run({**fleet, "suite": suite}, "reboot").start()
+    try:
+        run.wait_busy(VICTIM)
+        old = _wait_for(lambda: agent_pids(victim.root), 10, "the victim's agent")
+        assert lifecycle.stop_board(fleet["state_dir"], VICTIM)
+        for pid in old:  # the sshd first: killed with its sshd up, the agent would be an agent crash
+            _signal(pid, signal.SIGKILL)
+        time.sleep(3)
+    finally:
+        lifecycle.start_board(fleet["state_dir"], VICTIM)
+    _wait_for(lambda: set(agent_pids(victim.root)) - set(old), 30, "the agent of the reconnected session")
+    run.stop_busy(OTHER, VICTIM)
+    rc, out = run.finish()
+    run_id, res = run.results()
+    assert {k: r.outcome for k, r in res.items()} == {
+        (b, t): "passed" for b in (OTHER, VICTIM) for t in ("test_a_info", "test_b_busy", "test_c_info", "test_d_info")}, out
+    assert rc == 0, out
+    busy = res[(VICTIM, "test_b_busy")]
+    m = _metrics(busy)
+    assert m["reconnects"] == 1 and m["connect_retries"] >= 1, (m, busy.message)   # sshd down 3 s: refused
+    assert busy.message.startswith("reconnected 1x after the SSH link dropped (board sim-rk3588-1: "), busy.message
+    assert "during 'telemetry'" in busy.message and "SSH connect retr" in busy.message, busy.message
+    for k, r in res.items():                                        # nothing retried anywhere else
+        if k != (VICTIM, "test_b_busy"):
+            assert "reconnects" not in _metrics(r) and not r.message, (k, r.message)
+    assert Store(run.db).run(run_id)["status"] == "passed"
+
+
 def test_board_lost_when_its_sshd_is_killed_mid_request(fleet):
     """Item 2, the other way to lose a board: its sshd (listener and connection processes) is
     killed while test_b_busy is mid-request. Last in the module: the board stays down."""
@@ -279,9 +323,16 @@ def test_board_lost_when_its_sshd_is_killed_mid_request(fleet):
     assert all(oc[(OTHER, t)] == "passed" for t in ("test_a_info", "test_b_busy", "test_c_info", "test_d_info"))
     assert oc[(VICTIM, "test_a_info")] == "passed"
     assert oc[(VICTIM, "test_b_busy")] == "error"
-    assert "during 'telemetry'" in res[(VICTIM, "test_b_busy")].message
+    busy = res[(VICTIM, "test_b_busy")]
+    assert "during 'telemetry'" in busy.message
+    # it never comes back: the reconnect with backoff gives up within the bound (default 5 s)
+    bound = session_mod.RECONNECT_TIMEOUT_S
+    assert busy.message.startswith("infrastructure: BoardLost: board lost: sim-rk3588-1 ("), busy.message
+    assert f"reconnect failed: " in busy.message and f"connect attempts in {bound:g} s)" in busy.message, busy.message
+    assert busy.duration_s < bound + session_mod.RECONNECT_MIN_ATTEMPT_S + 5, busy.duration_s
     for t in ("test_c_info", "test_d_info"):
         assert oc[(VICTIM, t)] == "error" and "board lost: sim-rk3588-1" in res[(VICTIM, t)].message
+        assert res[(VICTIM, t)].duration_s < bound                   # lost once, not retried per test
     assert Store(run.db).run(run_id)["status"] == "error"
     # the agent on the lost board went with its SSH connection
     _wait_for(lambda: not agent_pids(fleet["boards"][VICTIM].root), 15, "the lost board's agent to exit")

@@ -44,6 +44,11 @@ class BoardLost(InfrastructureError):
     """The board or its agent went away during a session (channel closed, EOF, timeout)."""
 
 
+class LinkLost(BoardLost):
+    """The session's SSH connection itself went away mid-request (the board rebooted, its sshd was
+    restarted), not only its agent: a session with a reconnect bound reconnects and resends."""
+
+
 #: First stdout line of the wrapped agent command, before any protocol line: ``fleet-agent-pid N``.
 PID_MARK = "fleet-agent-pid"
 #: Environment variable naming the session's token in the agent's environment (/proc/PID/environ):
@@ -57,6 +62,19 @@ KILL_MARK = "fleet-agent-kill"
 SHUTDOWN_GRACE_S = 3.0
 #: Budget for the whole kill (s): new channel (or new connection) + SIGTERM, ~1 s, SIGKILL, ~1 s.
 KILL_BUDGET_S = 6.0
+#: Default bound (s) on getting a board back (suite.yml ``reconnect_timeout_s``, inventory
+#: ``fleet_reconnect_timeout_s``): connect attempts with backoff stop this long after the first.
+#: Short, so a board that is gone costs seconds; a lab whose boards reboot mid-suite sets it to
+#: their reboot time.
+RECONNECT_TIMEOUT_S = 5.0
+#: First wait between connect attempts (s), doubled after each failed one up to
+#: RECONNECT_BACKOFF_MAX_S: a restarted sshd is back within the first waits, a rebooting board is
+#: not asked more than every few seconds.
+RECONNECT_BACKOFF_S = 0.5
+RECONNECT_BACKOFF_MAX_S = 4.0
+#: Shortest timeout (s) of one connect attempt while retrying, however little of the bound is left:
+#: TCP + SSH handshake + auth on a loaded controller (the plugin's reconnect timeout before retries).
+RECONNECT_MIN_ATTEMPT_S = 5.0
 
 #: Agents this process gave up on but could not end (board unreachable), by board (host, port,
 #: fleet_root): [(pid, token)]. The next session opened to that board ends them before it starts
@@ -72,32 +90,58 @@ def _board_key(board: Board) -> tuple:
 def wrap_command(command: str, token: str) -> str:
     """The remote command that starts ``command`` (the agent) so the session can find it later.
 
-    ``/bin/sh`` prints ``fleet-agent-pid $$`` on stdout, exports ``FLEET_AGENT_SESSION=token`` and
-    ``exec``s the agent, which keeps that pid. The outer ``exec /bin/sh -c`` makes it the same
-    whatever the user's login shell is (sshd runs the command with ``$SHELL -c``).
+    ``env`` puts ``FLEET_AGENT_SESSION=token`` in the environment and ``exec``s ``/bin/sh``, which
+    prints ``fleet-agent-pid $$`` on stdout and ``exec``s the agent, which keeps that pid. The
+    token is in the process's environment from before the pid line is printed (not exported by the
+    shell, which would put it there only at the agent's exec), so a kill sent before the agent
+    started still finds its process. The outer ``exec`` makes it the same whatever the user's login
+    shell is (sshd runs the command with ``$SHELL -c``).
     """
-    script = f'echo "{PID_MARK} $$"; {TOKEN_VAR}={token}; export {TOKEN_VAR}; exec {command}'
-    return "exec /bin/sh -c " + shlex.quote(script)
+    script = f'echo "{PID_MARK} $$"; exec {command}'
+    return f"exec env {TOKEN_VAR}={token} /bin/sh -c " + shlex.quote(script)
 
 
 def kill_command(pid: int, token: str) -> str:
-    """A shell command that ends process ``pid`` only if it is the agent this session started.
+    """A shell command that ends process ``pid`` only if it is the agent this session started, and
+    says it ended only once it has seen it gone.
 
-    "It is" means ``/proc/PID/environ`` holds ``FLEET_AGENT_SESSION=token`` (a random 128-bit
-    token, so no other process, an agent of another session included, can match). Then SIGTERM
-    (+ SIGCONT, so a stopped process gets it), up to 1 s for it to go, else SIGKILL and up to 1 s
-    more. A zombie has no environ, so it counts as gone. Prints one line ``fleet-agent-kill
-    gone|terminated|killed|survived`` (survived: still there after SIGKILL, e.g. stuck in the
-    kernel in an NPU driver call).
+    "It is" means the environ of one of its threads (``/proc/PID/task/TID/environ``: a leader
+    thread that exited before the others has none) holds ``FLEET_AGENT_SESSION=token`` (a random
+    128-bit token, so no other process, an agent of another session included, can match). Then
+    SIGTERM (+ SIGCONT, so a stopped process gets it), up to 1 s for it to go, else SIGKILL and up
+    to 1 s more. A process that does not match but is exiting (``PF_EXITING``, 0x4 in field 9 of
+    its stat: its environ is empty once its memory is freed) gets no signal; it is waited for, up
+    to 1 s. Prints one line ``fleet-agent-kill gone|terminated|killed|survived``: gone = not (or
+    no longer) this session's agent; survived = still there after SIGKILL (e.g. stuck in the
+    kernel in an NPU driver call), or exiting for more than 1 s: it may still run.
+
+    "Gone" is read from ``/proc/PID/stat`` (proc(5)), not from the environ: an exiting process
+    has no environ from the moment its memory is released (``exit_mm`` in the kernel's
+    ``do_exit``) until it is a zombie, and freeing a large address space under load takes long
+    enough for the controller to see the process still running (the cause of issue 13 §7,
+    tests/test_agent_cleanup.py ``[sigstop]``; tests/test_kill_command.py shows it). The process
+    counts as gone when the pid is free, holds another process (start time, field 22, differs),
+    or is a zombie whose threads have all exited (``/proc/PID/task`` lists only the leader: a
+    leader that exits before its threads is a zombie while they still run and hold the NPU's
+    file descriptors).
     """
     if not isinstance(pid, int) or pid <= 1:
         raise ValueError(f"refusing to kill pid {pid!r}")
     if not token or not all(c in "0123456789abcdef" for c in token):
         raise ValueError("the session token must be lowercase hex")
     script = f"""p={pid}; t={TOKEN_VAR}={token}
-ours() {{ {{ tr '\\000' '\\n' < /proc/$p/environ; }} 2>/dev/null | grep -qxF "$t"; }}
-waitgone() {{ i=0; while [ $i -lt 10 ]; do ours || return 0; sleep 0.1; i=$((i+1)); done; return 1; }}
-ours || {{ echo "{KILL_MARK} gone"; exit 0; }}
+ours() {{ for e in /proc/$p/task/*/environ; do
+  {{ tr '\\000' '\\n' < "$e"; }} 2>/dev/null | grep -qxF "$t" && return 0; done; return 1; }}
+pstat() {{ s=$(cat /proc/$p/stat 2>/dev/null) && set -- ${{s##*)}} && echo "$1 $7 ${{20}}"; }}
+gone() {{ f=$(pstat) || return 0; set -- $f; [ "$3" = "$t0" ] || return 0
+  case $1 in Z|X) ;; *) return 1;; esac
+  [ ! -d /proc/$p/task ] || [ "$(ls /proc/$p/task 2>/dev/null)" = "$p" ]; }}
+waitgone() {{ i=0; while [ $i -lt 10 ]; do gone && return 0; sleep 0.1; i=$((i+1)); done; gone; }}
+f=$(pstat) || {{ echo "{KILL_MARK} gone"; exit 0; }}; set -- $f; t0=$3
+if ! ours; then
+  [ $(($2 & 4)) -eq 0 ] || waitgone || {{ echo "{KILL_MARK} survived"; exit 0; }}
+  echo "{KILL_MARK} gone"; exit 0
+fi
 kill -TERM $p 2>/dev/null; kill -CONT $p 2>/dev/null
 waitgone && {{ echo "{KILL_MARK} terminated"; exit 0; }}
 kill -KILL $p 2>/dev/null
@@ -129,6 +173,83 @@ class Reply:
     result: dict
     timings: dict = field(default_factory=dict)
     rtt_ms: float = 0.0
+
+
+@dataclass
+class RetryEvent:
+    """One thing a session did to get its board back, for the result of the test it happened in.
+
+    Attributes:
+        kind: ``connect`` (an SSH connect attempt failed and is tried again after ``wait_s``) or
+            ``reconnect`` (the SSH link dropped mid-request: the session reconnected, started a new
+            agent and resent the request; ``wait_s`` is how long getting back took).
+        at: when (``time.time()``, s).
+        error: the failed attempt's error, or how the link was lost.
+        wait_s: s, see ``kind``.
+    """
+
+    kind: str
+    at: float
+    error: str
+    wait_s: float
+
+
+def retry_note(events: list[RetryEvent]) -> str:
+    """One line for a result's message saying what was retried, "" for no events; e.g.
+    ``reconnected 1x after the SSH link dropped (...; back in 2.1 s); 3 SSH connect retries
+    (backoff 0.5+1+2 s; last error: ...)``."""
+    rec = [e for e in events if e.kind == "reconnect"]
+    con = [e for e in events if e.kind == "connect"]
+    parts = []
+    if rec:
+        parts.append(f"reconnected {len(rec)}x after the SSH link dropped ("
+                     + "; ".join(f"{e.error[:300]}; back in {e.wait_s:.1f} s" for e in rec) + ")")
+    if con:
+        parts.append(f"{len(con)} SSH connect retr{'y' if len(con) == 1 else 'ies'} (backoff "
+                     + "+".join(f"{e.wait_s:.3g}" for e in con) + f" s; last error: {con[-1].error[:300]})")
+    return "; ".join(parts)
+
+
+def connect_with_retry(board: Board, timeout_s: float = 15.0, retry_s: float = 0.0, on_retry=None):
+    """:func:`connect`, tried again with backoff while the board does not answer (it is rebooting,
+    its sshd restarting), for up to ``retry_s`` (s) after the first attempt started.
+
+    Waits ``RECONNECT_BACKOFF_S`` doubling to ``RECONNECT_BACKOFF_MAX_S`` between attempts; the first
+    attempt has ``timeout_s``, later ones the bound's remaining time (at least
+    ``RECONNECT_MIN_ATTEMPT_S``, at most ``timeout_s``). ``on_retry(RetryEvent)`` is called before
+    each wait. ``retry_s`` 0 = one attempt, as connect().
+
+    Returns:
+        fabric.Connection, already open.
+
+    Raises:
+        BoardUnreachable: the last attempt's error, with the attempt count and the bound; at once for
+            a host key mismatch or an authentication failure (a reboot fixes neither).
+    """
+    import paramiko
+
+    deadline = time.monotonic() + retry_s
+    wait, attempt, attempt_timeout = RECONNECT_BACKOFF_S, 1, timeout_s
+    while True:
+        try:
+            return connect(board, timeout_s=attempt_timeout)
+        except BoardUnreachable as e:
+            # connect() raises "from None": the paramiko exception is still the context
+            if isinstance(e.__context__, (paramiko.BadHostKeyException, paramiko.AuthenticationException)):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if retry_s <= 0:
+                    raise
+                raise BoardUnreachable(f"{e} (gave up after {attempt} connect attempt"
+                                       f"{'s' if attempt > 1 else ''} in {retry_s:g} s)") from None
+            pause = min(wait, left)
+            if on_retry is not None:
+                on_retry(RetryEvent("connect", time.time(), str(e), pause))
+            time.sleep(pause)
+            wait = min(wait * 2, RECONNECT_BACKOFF_MAX_S)
+            attempt += 1
+            attempt_timeout = min(timeout_s, max(deadline - time.monotonic(), RECONNECT_MIN_ATTEMPT_S))
 
 
 def connect(board: Board, timeout_s: float = 15.0):
@@ -182,6 +303,10 @@ class AgentSession:
             raises BoardLost and closes the session (the agent is hung or the link is gone).
         command: override the remote command (default ``board.agent_command``); it is run
             wrapped (:func:`wrap_command`) and must ``exec`` or be the agent itself.
+        reconnect_timeout_s: bound (s) on getting the board back (:func:`connect_with_retry`):
+            open() retries its connect that long, and a request whose SSH link drops
+            (:class:`LinkLost`) reconnects within it, starts a new agent and is sent once more;
+            0 (default) = one connect attempt, no resend. Every retry is kept in ``retries``.
 
     A session given up on (timeout, reply id mismatch, connection lost, no pid line) or an agent
     that does not exit within ``SHUTDOWN_GRACE_S`` of ``shutdown`` on close() has its agent ended
@@ -189,9 +314,17 @@ class AgentSession:
     the BoardLost message says when the agent may still run (the board could not be reached).
     """
 
-    def __init__(self, board: Board, request_timeout_s: float = 120.0, command: str | None = None):
+    def __init__(self, board: Board, request_timeout_s: float = 120.0, command: str | None = None,
+                 reconnect_timeout_s: float = 0.0):
         self.board = board
         self.request_timeout_s = request_timeout_s
+        self.reconnect_timeout_s = reconnect_timeout_s
+        #: every connect retry and reconnect of this session, oldest first (see take_retries)
+        self.retries: list[RetryEvent] = []
+        self._retries_taken = 0
+        #: "board lost: ..." when a reconnect within the bound failed: the board is gone, the
+        #: caller need not try again
+        self.board_lost = ""
         self._command = command or board.agent_command
         self._conn = None
         self._chan = None
@@ -220,7 +353,7 @@ class AgentSession:
         self.lost_reason = self.agent_end = ""
         self.agent_pid = None
         self._token = secrets.token_hex(16)
-        self._conn = connect(self.board, timeout_s=connect_timeout_s)
+        self._conn = connect_with_retry(self.board, connect_timeout_s, self.reconnect_timeout_s, self.retries.append)
         self._end_unended()
         try:
             transport = self._conn.client.get_transport()
@@ -272,7 +405,8 @@ class AgentSession:
             self._remember_if_unended()
 
     def _remember_if_unended(self) -> None:
-        if self.agent_end.startswith("unknown") and self.agent_pid is not None:
+        # "survived" too: a process stuck in a driver call may go later, or need the next try
+        if (self.agent_end.startswith("unknown") or self.agent_end == "survived") and self.agent_pid is not None:
             with _UNENDED_LOCK:
                 _UNENDED.setdefault(_board_key(self.board), []).append((self.agent_pid, self._token))
 
@@ -283,7 +417,8 @@ class AgentSession:
         with _UNENDED_LOCK:
             stale = _UNENDED.pop(_board_key(self.board), [])
         self.ended_stale = [(pid, self._kill_pid(pid, token)) for pid, token in stale]
-        left = [(pid, tok) for (pid, tok), (_, end) in zip(stale, self.ended_stale) if end.startswith("unknown")]
+        left = [(pid, tok) for (pid, tok), (_, end) in zip(stale, self.ended_stale)
+                if end.startswith("unknown") or end == "survived"]
         if left:
             with _UNENDED_LOCK:
                 _UNENDED.setdefault(_board_key(self.board), []).extend(left)
@@ -321,12 +456,56 @@ class AgentSession:
         return ""
 
     def request(self, op: str, args: dict | None = None, timeout_s: float | None = None) -> Reply:
-        """Send one request and wait for its reply.
+        """Send one request and wait for its reply. When the SSH link drops (:class:`LinkLost`) and
+        the session has a reconnect bound, reconnect within it, start a new agent and send the
+        request once more (a ``reconnect`` in ``retries``); the ops are answered from the request
+        alone (``run`` loads its pipeline if needed), so a resend asks the same question.
 
         Raises:
-            BoardLost: the channel closed, the agent exited, or no reply within the timeout.
+            BoardLost: the channel closed, the agent exited, or no reply within the timeout;
+                ``board lost: ...`` (and ``board_lost`` set) when the reconnect failed.
             AgentError: the agent replied ``ok: false``.
         """
+        try:
+            return self._request_once(op, args, timeout_s)
+        except LinkLost as e:
+            if self.reconnect_timeout_s <= 0:
+                raise
+            self._reconnect(e)
+        return self._request_once(op, args, timeout_s)
+
+    def _reconnect(self, lost: BoardLost) -> None:
+        """Open the session again after ``lost`` within ``reconnect_timeout_s``.
+
+        Raises:
+            BoardLost: ``board lost: NAME (why; reconnect failed: ...)``, also kept in board_lost.
+        """
+        t0 = time.monotonic()
+        try:
+            self.open(connect_timeout_s=min(15.0, max(self.reconnect_timeout_s, RECONNECT_MIN_ATTEMPT_S)))
+        except BoardUnreachable as e:
+            self.board_lost = self.lost_reason = f"board lost: {self.board.name} ({lost}; reconnect failed: {e})"
+            raise BoardLost(self.board_lost) from None
+        self.retries.append(RetryEvent("reconnect", time.time(), str(lost), time.monotonic() - t0))
+
+    def take_retries(self) -> list[RetryEvent]:
+        """The retries since the last call: what the result of the test now ending records."""
+        new = self.retries[self._retries_taken:]
+        self._retries_taken = len(self.retries)
+        return new
+
+    def _link_lost(self) -> bool:
+        """True when the SSH connection itself is gone (board rebooted, sshd gone), not only the
+        agent. paramiko's transport thread closes its channels before it marks itself inactive,
+        so a channel closed without the server's EOF waits for that thread briefly (0.5 s)."""
+        t = self._conn.client.get_transport() if self._conn is not None else None
+        if t is None:
+            return True
+        if t.is_active() and self._chan is not None and not self._chan.eof_received:
+            t.join(0.5)
+        return not t.is_active()
+
+    def _request_once(self, op: str, args: dict | None, timeout_s: float | None) -> Reply:
         if self._chan is None:
             self.open()
         rid = self._next_id
@@ -343,11 +522,14 @@ class AgentSession:
             raise self._lost(f"board {self.board.name}: no reply to '{op}' within {timeout:g} s "
                              "(agent hung or link down); session closed") from None
         except (OSError, EOFError) as e:
-            raise self._lost(f"board {self.board.name}: connection lost during '{op}': {e}") from None
+            raise self._lost(f"board {self.board.name}: connection lost during '{op}': {e}",
+                             link=self._link_lost()) from None
         except ValueError as e:  # no pid line: something else speaks on the channel
             raise self._lost(f"board {self.board.name}: {e}") from None
         rtt_ms = (time.perf_counter() - t0) * 1000.0
         if not line:
+            if self._link_lost():
+                raise self._lost(f"board {self.board.name}: SSH connection lost during '{op}'", link=True)
             err = self._stderr_tail()
             code = self._chan.exit_status if self._chan is not None and self._chan.exit_status_ready() else None
             raise self._lost(f"board {self.board.name}: agent closed the session during '{op}'"
@@ -361,14 +543,19 @@ class AgentSession:
             raise AgentError(e.get("type", "Error"), e.get("message", "?"), e.get("fix", ""))
         return Reply(result=msg.get("result") or {}, timings=msg.get("timings") or {}, rtt_ms=rtt_ms)
 
-    def _lost(self, reason: str) -> BoardLost:
+    def _lost(self, reason: str, link: bool = False) -> BoardLost:
         """Give the session up: end its agent if it may still run, close, remember why, and return
-        the BoardLost to raise (its message says what became of the agent)."""
+        the BoardLost to raise (its message says what became of the agent; a LinkLost when
+        ``link``: the SSH connection itself is gone)."""
         chan = self._chan
         try:
+            if link:
+                # paramiko marks a channel of a dead connection closed, which looks like an exit; the
+                # agent may run on (its sshd gone, not the board): the next open() ends it
+                self.agent_end = "unknown: the SSH connection was lost"
             # After EOF the exit status follows within milliseconds when the agent exited (killed,
             # crashed): wait for it briefly rather than asking the board.
-            if chan is not None and (chan.exit_status_ready()
+            elif chan is not None and (chan.exit_status_ready()
                                      or (chan.eof_received and chan.status_event.wait(0.5))):
                 self.agent_end = "exited"
             else:
@@ -382,9 +569,10 @@ class AgentSession:
         elif self.agent_end in ("terminated", "killed"):
             reason += f"; agent pid {self.agent_pid} {self.agent_end}"
         elif self.agent_end == "survived":
-            reason += f"; agent pid {self.agent_pid} survived SIGKILL (stuck in the kernel?)"
+            reason += (f"; agent pid {self.agent_pid} may still run on the board (still there 1 s "
+                       "after SIGKILL: stuck in the kernel?)")
         self.lost_reason = reason
-        return BoardLost(reason)
+        return LinkLost(reason) if link else BoardLost(reason)
 
     def _kill_agent(self, budget_s: float | None = None) -> str:
         """End this session's agent by pid (:func:`kill_command`) over a new exec channel on the

@@ -20,8 +20,14 @@ Loaded by ``fleet test`` with ``-p fleet.runner.plugin``. It
   is given; then the tests run and the board's stored info carries
   ``doctor: {"status": "fail", "ignored": true, ...}`` (``fleet results`` labels the run);
 * keeps a lost board from stalling the run: when a board's session dies (agent killed, agent hung
-  past the request timeout, link down) the next test reconnects once and starts a new agent; if
-  that fails the board is *lost* and its remaining tests are ``error`` "board lost: ..." at once;
+  past the request timeout, link down) the next test reconnects and starts a new agent; if that
+  fails the board is *lost* and its remaining tests are ``error`` "board lost: ..." at once;
+* retries a board that is rebooting instead of failing it: SSH connects are retried with backoff
+  for the board's reconnect bound (inventory ``fleet_reconnect_timeout_s``, else suite.yml
+  ``reconnect_timeout_s``, default 5 s), and a request whose SSH link drops reconnects within it
+  and is sent again (fleet.remote.session.connect_with_retry, AgentSession.request); each retry
+  goes on the result of the test it happened in (metrics ``reconnects`` and ``connect_retries``
+  and a note in its message). A board not back within the bound is lost, as above;
 * records the tests of boards another run has leased (``--fleet-not-run``) as ``not-run`` with the
   holder, and leaves out (board, test) pairs a resumed run already finished (``--fleet-done``).
 
@@ -43,10 +49,12 @@ import pytest
 
 from fleet.inventory import Board
 from fleet.remote.session import (
+    RECONNECT_TIMEOUT_S,
     AgentSession,
     BoardLost,
     BoardUnreachable,
     InfrastructureError,
+    retry_note,
 )
 
 # fleet.results.store (SQLAlchemy) and fleet.runner.suite (numpy, via fleet.measure) are imported
@@ -60,6 +68,7 @@ _verdict_key = pytest.StashKey[tuple]()
 _duration_key = pytest.StashKey[float]()
 #: why the item may not run: another test of the suite has its key on its board
 _clash_key = pytest.StashKey[str]()
+_agent_key = pytest.StashKey[AgentSession]()
 
 #: Sessions a process opens ahead of use. Opening one is mostly waiting (SSH handshake, then the
 #: agent's start-up: ~0.1 s + ~0.3 s on an idle emulated board, benchmarks/fleet_scale.py "SSH open
@@ -154,8 +163,6 @@ class FleetContext:
         # shared by every worker of the run: `fleet test` gives each board to one worker
         # (owned_boards), but pytest run by hand with another --dist may spread a board's tests
         self.lost_dir = Path(boards_file).with_name("lost") if boards_file else None
-        #: reconnect timeout (s) after a session died: short, so a lost board costs seconds
-        self.reconnect_timeout_s = 5.0
         #: this process's boards in order of first use, and how many of their tests are left
         self._order: list[Board] = []
         self._left: dict[str, int] = {}
@@ -165,6 +172,17 @@ class FleetContext:
         #: closes sessions off the main thread: a close waits for the agent to exit (~0.1 s; up
         #: to SHUTDOWN_GRACE_S and a kill for a stuck one), which the next board need not wait for
         self._closer: ThreadPoolExecutor | None = None
+
+    def reconnect_bound(self, board: Board) -> float:
+        """How long (s) to retry SSH to ``board``: its inventory ``fleet_reconnect_timeout_s``, else
+        suite.yml ``reconnect_timeout_s``, else ``RECONNECT_TIMEOUT_S``."""
+        if board.reconnect_timeout_s is not None:
+            return board.reconnect_timeout_s
+        return self.suite.reconnect_timeout_s if self.suite else RECONNECT_TIMEOUT_S
+
+    def _new_session(self, board: Board) -> AgentSession:
+        timeout = self.suite.request_timeout_s if self.suite else 120.0
+        return AgentSession(board, request_timeout_s=timeout, reconnect_timeout_s=self.reconnect_bound(board))
 
     def suite_boards(self) -> list[Board]:
         """The boards the suite runs on (those it matches), in inventory order."""
@@ -195,8 +213,7 @@ class FleetContext:
     def _open_new(self, board: Board) -> tuple[AgentSession, dict]:
         """Open a new session and take the agent's ``info`` (runs in an opener thread: touches
         nothing but the session it makes). Raises as AgentSession.open / info."""
-        timeout = self.suite.request_timeout_s if self.suite else 120.0
-        s = AgentSession(board, request_timeout_s=timeout).open()
+        s = self._new_session(board).open()
         try:
             return s, s.info()
         except BaseException:
@@ -219,7 +236,10 @@ class FleetContext:
             ahead = self._ahead.pop(board.name, None)
             self._keep_open_ahead(board)  # the next boards open while this one is finished
             if s is None and ahead is not None:
-                s, info = ahead.result()  # raises what opening raised, as a direct open would
+                try:
+                    s, info = ahead.result()  # raises what opening raised, as a direct open would
+                except BoardUnreachable as e:  # not there within the bound: lost
+                    raise self._mark_lost(board, f"board lost: {board.name} ({e})") from None
                 try:
                     self._check_lost(board)
                 except BoardLost:
@@ -293,24 +313,34 @@ class FleetContext:
         if board.name in self.lost:
             raise BoardLost(self.lost[board.name])
 
+    def _mark_lost(self, board: Board, why: str) -> BoardLost:
+        """Give ``board`` up for the run (this and every other worker); returns the BoardLost."""
+        self.sessions.pop(board.name, None)
+        self.lost[board.name] = why
+        if self.lost_dir is not None:
+            self.lost_dir.mkdir(exist_ok=True)
+            (self.lost_dir / board.name).write_text(why)
+        return BoardLost(why)
+
     def _open(self, board: Board, s: AgentSession | None) -> AgentSession:
-        """Open the board's session (first time) or reconnect once after it died."""
+        """Open the board's session (first time) or reconnect after it died, retrying SSH within
+        the board's reconnect bound; not back within it, the board is lost."""
         self._check_lost(board)
-        timeout = self.suite.request_timeout_s if self.suite else 120.0
         if s is None:
-            s = AgentSession(board, request_timeout_s=timeout).open()
-        else:  # the session died in an earlier test: one quick reconnect, else the board is lost
+            try:
+                s = self._new_session(board).open()
+            except BoardUnreachable as e:
+                raise self._mark_lost(board, f"board lost: {board.name} ({e})") from None
+        else:  # the session died in an earlier test: reconnect within the bound, else the board is lost
             why = getattr(s, "lost_reason", "") or "its session closed"
             s.close()
+            if s.board_lost:  # it already spent the bound reconnecting mid-request
+                raise self._mark_lost(board, s.board_lost)
+            bound = self.reconnect_bound(board)
             try:
-                s = AgentSession(board, request_timeout_s=timeout).open(connect_timeout_s=self.reconnect_timeout_s)
+                s = self._new_session(board).open(connect_timeout_s=min(15.0, max(bound, 5.0)))
             except BoardUnreachable as e:
-                self.sessions.pop(board.name, None)
-                self.lost[board.name] = f"board lost: {board.name} ({why}; reconnect failed: {e})"
-                if self.lost_dir is not None:
-                    self.lost_dir.mkdir(exist_ok=True)
-                    (self.lost_dir / board.name).write_text(self.lost[board.name])
-                raise BoardLost(self.lost[board.name]) from None
+                raise self._mark_lost(board, f"board lost: {board.name} ({why}; reconnect failed: {e})") from None
         self.sessions[board.name] = s
         return s
 
@@ -493,7 +523,9 @@ def suite(request):
 @pytest.fixture
 def agent(request, board) -> AgentSession:
     """The board's agent session (opened once per board per worker, reopened if lost)."""
-    return _ctx(request.config).session(board)
+    s = _ctx(request.config).session(board)
+    request.node.stash[_agent_key] = s  # its retries go on this test's result
+    return s
 
 
 @pytest.fixture
@@ -621,6 +653,12 @@ def _verdict(rep, call, board: Board, ctx: FleetContext) -> tuple[str, str]:
 def _write_result(item, ctx: FleetContext, board: Board) -> None:
     status, msg = item.stash.get(_verdict_key, ("passed", ""))
     r: Recorder = item.stash.get(_rec_key, Recorder())
+    s = item.stash.get(_agent_key, None)
+    retries = s.take_retries() if s is not None else []
+    if retries:  # the board was retried during this test (rebooting, sshd restarted): say so
+        r.metric("reconnects", sum(e.kind == "reconnect" for e in retries), "", "lower")
+        r.metric("connect_retries", sum(e.kind == "connect" for e in retries), "", "lower")
+        msg = "; ".join(filter(None, [msg, retry_note(retries)]))
     from fleet.results.store import Result
 
     ctx.store.add_result(Result(

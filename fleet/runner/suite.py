@@ -11,6 +11,10 @@ suite.yml keys:
     requires: {accelerators: [..], boards: [..]}   which boards the suite runs on (default: all)
     options: {..}                    pipeline options passed with every request
     request_timeout_s: float         per-request timeout (s), default 120
+    reconnect_timeout_s: float       how long (s) to retry SSH to a board that does not answer or whose
+                                     link dropped mid-request (rebooting, sshd restarted), with backoff;
+                                     default 5 (fleet.remote.session.RECONNECT_TIMEOUT_S), 0 = no retry.
+                                     An inventory host var fleet_reconnect_timeout_s wins for its board.
     warmup_requests: int             requests run first and left out of latency figures (default 1)
     measurement: {..}                the latency protocol (fleet.measure.protocol.MeasurementConfig,
                                      MLPerf SingleStream style): min_queries, min_duration_s (a run
@@ -38,6 +42,7 @@ import yaml
 from fleet.errors import FleetError
 from fleet.inventory import ACCELERATORS, BOARD_CLASSES, Board
 from fleet.measure.protocol import MeasurementConfig
+from fleet.remote.session import RECONNECT_TIMEOUT_S
 
 THRESHOLD_CLASSES = {"emulated"} | ACCELERATORS
 THRESHOLD_KEYS = {
@@ -97,6 +102,7 @@ class Suite:
     options: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
     request_timeout_s: float = 120.0
+    reconnect_timeout_s: float = RECONNECT_TIMEOUT_S
     warmup_requests: int = 1
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
     parity: dict = field(default_factory=lambda: {"inputs": 0, "bounds": {}})
@@ -187,4 +193,5 @@ def load_suite(suite_dir: str | Path) -> Suite:
                  dataset=data["dataset"], accelerators=accs, boards=boards, options=dict(data.get("options") or {}),
                  thresholds={k: dict(v or {}) for k, v in th.items()},
                  request_timeout_s=float(data.get("request_timeout_s", 120.0)),
+                 reconnect_timeout_s=float(data.get("reconnect_timeout_s", RECONNECT_TIMEOUT_S)),
                  warmup_requests=warmup, measurement=measurement, parity=_parity(data.get("parity")))

@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 from fleet.errors import FleetError
 from fleet.inventory import ACCELERATORS, BOARD_CLASSES
 from fleet.measure.protocol import REMOVED_KEYS as REMOVED_MEASUREMENT_KEYS
+from fleet.remote.session import RECONNECT_TIMEOUT_S
 
 SCHEMA_FILE = "docs/suite.schema.json"  # relative to the repository root
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
@@ -165,6 +166,10 @@ def suite_model() -> type[BaseModel]:
         options: Optional[dict[str, Any]] = Field(None, description="pipeline options sent with every request "
                                                   "(the pipeline's declared options: fleet-agent info)")
         request_timeout_s: float = Field(120.0, gt=0, description="per-request timeout (s)")
+        reconnect_timeout_s: float = Field(RECONNECT_TIMEOUT_S, ge=0, description=(
+            "how long (s) to retry SSH, with backoff, to a board that does not answer or whose link dropped "
+            "(rebooting, sshd restarted); 0 = never retry; the inventory host var fleet_reconnect_timeout_s "
+            "wins for its board"))
         warmup_requests: int = Field(1, ge=0, description="requests run first and left out of latency figures")
         measurement: Optional[Measurement] = None
         thresholds: Optional[Thresholds] = None

@@ -334,3 +334,28 @@ def stop_board(state_dir: Path, name: str) -> bool:
     if board is None:
         raise FleetError(f"no emulated board '{name}' in {state_dir}", "see `fleet sim status`")
     return sshd.stop(board.pid, board.config)
+
+
+def start_board(state_dir: Path, name: str, timeout: float = 10.0) -> int:
+    """Start one board's sshd again after :func:`stop_board` (the board is back from a reboot).
+
+    Returns its new listener pid (recorded in the state file, so `sim down` stops it). A board
+    whose sshd still runs is left as it is and its pid returned.
+
+    Raises:
+        FleetError: unknown board name, or sshd did not start or answer within ``timeout`` (s).
+    """
+    state_dir = Path(state_dir).resolve()
+    state = load_state(state_dir)
+    board = next((b for b in (state.boards if state else []) if b.name == name), None)
+    if board is None:
+        raise FleetError(f"no emulated board '{name}' in {state_dir}", "see `fleet sim status`")
+    if sshd.is_ours(board.pid, board.config):
+        return board.pid
+    bdir = Path(board.config).parent
+    board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns, timeout=timeout)
+    save_state(state)
+    if not sshd.wait_answering(board.address, board.port, time.monotonic() + timeout):
+        raise FleetError(f"emulated board {name}: sshd at {board.address}:{board.port} did not answer in "
+                         f"{timeout:.0f} s after a restart", f"see {bdir / 'sshd.log'}", exit_code=3)
+    return board.pid
