@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml
@@ -238,66 +237,86 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
     )
 
 
-def load_inventory(path: str | Path, limit: str | None = None) -> list[Board]:
-    """Resolve an Ansible inventory and return its boards, sorted by name.
+#: Help text of every command's ``--inventory``/``-i`` and ``--limit``/``-l`` (one wording).
+INVENTORY_HELP = "Ansible inventory file or folder (default $FLEET_INVENTORY, else inventory/sim.yml)"
+LIMIT_HELP = ("Ansible host pattern, as `ansible -i INV PATTERN --list-hosts` resolves it: names, groups "
+              "(child groups included), globs, ~regex, a:b (union), a:&b (and), a:!b (not), @file")
+DEFAULT_INVENTORY = "inventory/sim.yml"
 
-    Args:
-        path: inventory file (YAML or INI) or directory.
-        limit: optional Ansible-style host pattern (``name``, glob, or ``a,b``; group names match
-            their members).
 
-    Raises:
-        FleetError: missing file, YAML syntax error (with line), Ansible rejecting the file,
-            a host without board/accelerator/fleet_root, unknown board or accelerator values,
-            or a limit that matches no host.
+def default_inventory(given: str | Path | None = None) -> str:
+    """The inventory a command uses: ``given`` (``--inventory``), else ``$FLEET_INVENTORY``, else
+    inventory/sim.yml (what `fleet sim up` writes), as ``ANSIBLE_INVENTORY`` is for ``ansible``."""
+    return str(given or os.environ.get("FLEET_INVENTORY") or DEFAULT_INVENTORY)
+
+
+def add_inventory_args(p, limit: bool = True) -> None:
+    """Add ``--inventory/-i`` (default None: :func:`default_inventory` resolves it) and, with
+    ``limit``, ``--limit/-l`` to an argparse parser, with the same names and help on every command."""
+    p.add_argument("--inventory", "-i", default=None, help=INVENTORY_HELP)
+    if limit:
+        p.add_argument("--limit", "-l", default=None, metavar="PATTERN", help=LIMIT_HELP)
+
+
+def _ansible_inventory(p: Path, limit: str | None) -> tuple[dict, str]:
+    """``ansible-inventory -i P --list [--limit LIMIT]``: (its JSON, its stderr).
+
+    Ansible resolves the inventory and the pattern (groups and their child groups, ``all``,
+    ``a:&b``, ``a:!b``, ``~regex``, ``@file``) with the code a play uses, so ``--limit`` selects
+    exactly what ``ansible -i P PATTERN --list-hosts`` lists (tests/test_inventory_limit.py).
     """
-    p = Path(path)
-    if not p.exists():
-        raise FleetError(
-            f"inventory {p} does not exist",
-            "pass --inventory FILE; `fleet sim up` writes inventory/sim.yml, inventory/lab.yml is the lab example",
-        )
-    if p.is_file():
-        _check_yaml(p)
-    proc = subprocess.run(
-        [ansible_bin("ansible-inventory"), "-i", str(p), "--list"],
-        capture_output=True,
-        text=True,
-        env=ansible_env(),
-    )
+    cmd = [ansible_bin("ansible-inventory"), "-i", str(p), "--list"]
+    if limit:
+        cmd += ["--limit", limit]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ansible_env())
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().splitlines()
         raise FleetError(
-            f"inventory {p}: ansible-inventory rejected it: {' '.join(msg[-3:])}",
-            "check the file with `ansible-inventory -i FILE --list`",
+            f"inventory {p}: ansible-inventory rejected it{f' with --limit {limit!r}' if limit else ''}: "
+            f"{' '.join(msg[-3:])}",
+            "check it with `ansible-inventory -i FILE --list`" + (f" and `ansible -i FILE '{limit}' --list-hosts`"
+                                                                   if limit else ""),
         )
-    data = json.loads(proc.stdout)
     if "Unable to parse" in proc.stderr or "as an inventory source" in proc.stderr:
         raise FleetError(
             f"inventory {p}: Ansible could not parse it: {proc.stderr.strip()}",
             "check the file with `ansible-inventory -i FILE --list`",
         )
-    hostvars = data.get("_meta", {}).get("hostvars", {})
-    groups = {g: set(v.get("hosts", [])) for g, v in data.items() if isinstance(v, dict) and g != "_meta"}
-    boards = [_board_from_vars(name, hv, p) for name, hv in sorted(hostvars.items())]
-    if not boards:
-        raise FleetError(f"inventory {p} lists no hosts", "add hosts under all: hosts: (see inventory/lab.yml)")
-    if limit:
-        boards = _apply_limit(boards, limit, groups, p)
-    return boards
+    return json.loads(proc.stdout), proc.stderr
 
 
-def _apply_limit(boards: list[Board], limit: str, groups: dict[str, set], source: Path) -> list[Board]:
-    chosen: list[Board] = []
-    for pat in [s.strip() for s in limit.replace(":", ",").split(",") if s.strip()]:
-        members = groups.get(pat)
-        for b in boards:
-            if (members is not None and b.name in members) or fnmatch(b.name, pat):
-                if b not in chosen:
-                    chosen.append(b)
-    if not chosen:
+def load_inventory(path: str | Path | None, limit: str | None = None) -> list[Board]:
+    """Resolve an Ansible inventory and return its boards (those ``limit`` selects), sorted by name.
+
+    Args:
+        path: inventory file (YAML or INI) or directory; None = :func:`default_inventory`.
+        limit: optional Ansible host pattern (``--limit``), resolved by Ansible itself
+            (:func:`_ansible_inventory`). Only the selected hosts' vars are checked, as a play
+            with ``--limit`` only reads those hosts.
+
+    Raises:
+        FleetError: missing file, YAML syntax error (with line), Ansible rejecting the file or the
+            pattern, a selected host without board/accelerator/fleet_root, unknown board or
+            accelerator values, or a limit that matches no host.
+    """
+    p = Path(default_inventory(path))
+    if not p.exists():
         raise FleetError(
-            f"--limit '{limit}' matches no host in {source}",
-            f"hosts are: {', '.join(b.name for b in boards)}",
+            f"inventory {p} does not exist",
+            "pass --inventory FILE or set FLEET_INVENTORY; `fleet sim up` writes inventory/sim.yml, "
+            "inventory/lab.yml is the lab example",
         )
-    return sorted(chosen, key=lambda b: b.name)
+    if p.is_file():
+        _check_yaml(p)
+    data, _ = _ansible_inventory(p, limit)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    if not hostvars and limit:
+        everyone = sorted(_ansible_inventory(p, None)[0].get("_meta", {}).get("hostvars", {}))
+        if everyone:
+            raise FleetError(
+                f"--limit '{limit}' matches no host in {p}",
+                f"hosts are: {', '.join(everyone)} (`ansible -i {p} '{limit}' --list-hosts` shows the same)",
+            )
+    if not hostvars:
+        raise FleetError(f"inventory {p} lists no hosts", "add hosts under all: hosts: (see inventory/lab.yml)")
+    return [_board_from_vars(name, hv, p) for name, hv in sorted(hostvars.items())]

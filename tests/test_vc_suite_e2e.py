@@ -34,7 +34,9 @@ def test_voice_conversion_suite_passes_on_an_emulated_board(fleet, monkeypatch):
     store = Store(fleet["db"])
     results = store.results(run_id)
     assert rc == 0, [(r.test, r.outcome, r.message[:300]) for r in results]
-    tests = {r.test for r in results}
+    # result keys are full test ids; test_conversion_f0 is parametrised over the shifts
+    tests = {r.test.split("[")[0] for r in results}
+    assert any(r.test.startswith("test_conversion_f0[") for r in results)
     assert {"test_agent_reports_board", "test_crepe_accuracy", "test_conversion_f0", "test_round_trip_mcd",
             "test_target_conversion", "test_speed", "test_crepe_parity"} <= tests
     assert all(r.outcome == "passed" and r.emulated is True for r in results), \
@@ -51,7 +53,7 @@ def test_voice_conversion_suite_passes_on_an_emulated_board(fleet, monkeypatch):
     assert speed.backends["pitch"] == "onnx" and speed.backends["analysis"] == "pyworld"
     # the converted audio kept for listening sits on the board, inside its fleet_root
     board = load_inventory(fleet["inventory"])[0]
-    conv = next(r for r in results if r.test == "test_conversion_f0")
+    conv = next(r for r in results if r.test.startswith("test_conversion_f0[") and r.outputs)
     kept = [o["output"]["path"] for o in conv.outputs if o.get("output")]
     assert kept and all((Path(board.fleet_root) / p).is_file() for p in kept)
     # ...and a copy on the controller beside the run's JUnit XML, byte-identical (sha256 checked)

@@ -6,14 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from fleet import paths
+from fleet.inventory import add_inventory_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `fleet deploy` to the `fleet` parser."""
     p = subparsers.add_parser("deploy", help="install the agent, models and suite data on boards (Ansible)")
-    p.add_argument("--inventory", "-i", type=Path, default=None, help="Ansible inventory (default inventory/sim.yml)")
-    p.add_argument("--limit", "-l", default=None, help="host pattern: names, globs, groups, comma-separated")
+    add_inventory_args(p)
     p.add_argument("--artifacts", type=Path, default=None, help="artifacts folder with manifest.json (default artifacts/)")
     p.add_argument("--data-root", type=Path, default=None, metavar="DIR",
                    help="where the data sets are read from (default $FLEET_DATA, else ../shared/data beside the checkout)")
@@ -38,7 +37,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     datasets = None if args.datasets is None else tuple(
         d.strip() for d in args.datasets.split(",") if d.strip() and d.strip() != "none")
     result = deploy(
-        args.inventory or paths.project_root() / "inventory" / "sim.yml",
+        args.inventory,
         limit=args.limit,
         artifacts_dir=args.artifacts,
         data_root=args.data_root,

@@ -16,7 +16,7 @@ from fleet import paths
 from fleet.deploy.events import EventCollector, HostResult
 from fleet.deploy.plan import make_plan
 from fleet.errors import EXIT_INFRA, EXIT_OK, EXIT_TESTS_FAILED, FleetError
-from fleet.inventory import ansible_env, load_inventory
+from fleet.inventory import ansible_env, default_inventory, load_inventory
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 KEEP_RUNS = 10
@@ -98,8 +98,8 @@ def deploy(
     """Provision the inventory's boards: base, agent, models, datasets roles.
 
     Args:
-        inventory: Ansible inventory file.
-        limit: host pattern (names, globs, groups, comma-separated).
+        inventory: Ansible inventory file or folder; None = ``$FLEET_INVENTORY``, else inventory/sim.yml.
+        limit: Ansible host pattern (``--limit``), resolved by Ansible (fleet.inventory.load_inventory).
         artifacts_dir: folder with manifest.json (default ``artifacts/``).
         data_root: where the data sets are read from (default ``fleet.paths.data_root()``:
             ``$FLEET_DATA``, else ``../shared/data`` beside the checkout).
@@ -114,7 +114,7 @@ def deploy(
             failure, or Ansible failing before any host ran (exit code 3).
     """
     t0 = time.monotonic()
-    inventory = Path(inventory).resolve()
+    inventory = Path(default_inventory(inventory)).resolve()
     boards = load_inventory(inventory, limit)
     project = paths.project_root()
     runs_dir = Path(runs_dir or paths.runs_dir()).resolve()

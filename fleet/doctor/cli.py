@@ -14,13 +14,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from fleet.errors import EXIT_INFRA, EXIT_TESTS_FAILED, FleetError
+from fleet.inventory import add_inventory_args
 
 
 def register(sub) -> None:
     p = sub.add_parser("doctor", help="check every board's stack (HailoRT/driver/firmware, RKNN runtime, "
                                       "HEF arch, PCIe) and say how to fix mismatches")
-    p.add_argument("--inventory", "-i", default="inventory/sim.yml", help="Ansible inventory (default inventory/sim.yml)")
-    p.add_argument("--limit", help="only these hosts (Ansible-style pattern)")
+    add_inventory_args(p)
     p.add_argument("--require", metavar="ACCELERATOR",
                    help="exit 3 at once unless a board with this accelerator (hailo8l, hailo8, rk3588, cpu) answers")
     p.add_argument("--allow-emulated", action="store_true", help="let an emulated board satisfy --require")
@@ -73,8 +73,9 @@ def run_doctor(inventory: str, limit: str | None = None, require: str | None = N
     Raises:
         FleetError: unreadable inventory, or an unknown accelerator name.
     """
-    from fleet.inventory import ACCELERATORS, load_inventory
+    from fleet.inventory import ACCELERATORS, default_inventory, load_inventory
 
+    inventory = default_inventory(inventory)
     boards = load_inventory(inventory, limit)
     reports: dict[str, dict] = {}
     if require:

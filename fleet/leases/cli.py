@@ -1,10 +1,12 @@
-"""`fleet leases [--json]` lists board leases; `fleet leases release BOARD [--yes]` frees one."""
+"""`fleet leases [--limit PATTERN] [--json]` lists board leases; `fleet leases release BOARD [--yes]`
+(or `release --limit PATTERN`) frees them."""
 
 from __future__ import annotations
 
 import sys
 
 from fleet.errors import FleetError
+from fleet.inventory import INVENTORY_HELP, LIMIT_HELP
 
 
 def register(sub) -> None:
@@ -12,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("action", nargs="?", choices=["list", "release"], default="list",
                    help="list (default) or release")
     p.add_argument("board", nargs="?", help="the board to release")
+    p.add_argument("--limit", "-l", default=None, metavar="PATTERN",
+                   help=LIMIT_HELP + "; only the leases of those boards are listed or released")
+    p.add_argument("--inventory", "-i", default=None, help=INVENTORY_HELP + "; read only with --limit")
     p.add_argument("--db", help="results store holding the leases: a SQLite file or a SQLAlchemy URL "
                    "(default $FLEET_DB, else results/fleet.db)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -35,10 +40,23 @@ def _missing_sqlite(db) -> bool:
     return target.path is not None and not target.path.exists()
 
 
+def _limited(args) -> set[str] | None:
+    """Board names ``--limit`` selects in the inventory (Ansible's pattern code), None without it."""
+    if not args.limit:
+        return None
+    from fleet.inventory import load_inventory
+
+    return {b.name for b in load_inventory(args.inventory, args.limit)}
+
+
 def cmd_leases(args) -> int:
     from fleet import jsonout
     from fleet.leases import LeaseStore
 
+    if args.limit and args.board:
+        raise FleetError("`fleet leases release` takes a board or --limit, not both",
+                         "e.g. fleet leases release sim-pi5-1, or fleet leases release --limit pi5_hailo8l --yes")
+    chosen = _limited(args)  # a bad inventory or pattern fails before the store is opened
     db = _db_path(args.db)
     if args.action == "list" and _missing_sqlite(db):
         # listing only reads: no store there means no lease, and no empty store is created
@@ -47,8 +65,10 @@ def cmd_leases(args) -> int:
     store = LeaseStore(db)
     try:
         if args.action == "release":
+            if chosen is not None:
+                return _release_many(store, args, chosen)
             return _release(store, args)
-        leases = store.list()
+        leases = [lz for lz in store.list() if chosen is None or lz.board in chosen]
         if args.json:
             # times as ISO 8601 UTC (``until`` too: the table's local-time text is not for tools)
             print(jsonout.dumps([{**lz.to_dict(), "until": lz.expires} for lz in leases]))
@@ -85,4 +105,23 @@ def _release(store, args) -> int:
             return 1
     store.release(board=args.board)
     print(f"released {args.board} ({lease.describe()})")
+    return 0
+
+
+def _release_many(store, args, boards: set[str]) -> int:
+    """Release the leases of the boards ``--limit`` selected (those that hold one)."""
+    leases = [lz for lz in store.list() if lz.board in boards]
+    if not leases:
+        print(f"none of {', '.join(sorted(boards))} is leased")
+        return 0
+    what = ", ".join(f"{lz.board} ({lz.describe()})" for lz in leases)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise FleetError(f"refusing to release {what} without confirmation", "pass --yes (stdin is not a terminal)")
+        if input(f"release {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("not released")
+            return 1
+    for lz in leases:
+        store.release(board=lz.board)
+        print(f"released {lz.board} ({lz.describe()})")
     return 0

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from fleet.errors import EXIT_INFRA, EXIT_TESTS_FAILED, FleetError
+from fleet.inventory import add_inventory_args
 
 #: outcomes a resume keeps (the test ran to a verdict); error / not-run are run again
 FINISHED = ("passed", "failed", "skipped")
@@ -65,8 +66,7 @@ def register(sub) -> None:
     p = sub.add_parser("test", help="run a suite (pytest) on every matching board, boards in parallel",
                        usage="fleet test SUITE_DIR [options] [-- PYTEST_ARGS ...]")
     p.add_argument("suite_dir", metavar="SUITE_DIR", help="suite folder, e.g. suites/whisper_hybrid")
-    p.add_argument("--inventory", "-i", default="inventory/sim.yml", help="Ansible inventory (default inventory/sim.yml)")
-    p.add_argument("--limit", help="only these hosts (Ansible-style pattern)")
+    add_inventory_args(p)
     p.add_argument("-n", dest="workers", default="auto", type=_workers_arg,
                    help="parallel workers: 'auto' = one per board (default; emulated boards: at most one per CPU), or a number")
     p.add_argument("--db", help="results store: a SQLite file or a SQLAlchemy URL such as "
@@ -114,7 +114,9 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     Raises:
         FleetError: bad suite.yml or inventory, or no board matches the suite.
     """
-    from fleet.inventory import load_inventory
+    from fleet.inventory import default_inventory, load_inventory
+
+    inventory = default_inventory(inventory)
     from fleet.paths import runs_dir
     from fleet.results.dburl import redact_argv
     from fleet.results.junit import write_junit
