@@ -46,6 +46,12 @@ class Board:
         reconnect_timeout_s: host var ``fleet_reconnect_timeout_s``: how long (s) `fleet test`
             retries SSH to this board when it does not answer or its link drops (a board that
             reboots); None = the suite's ``reconnect_timeout_s``. It wins over the suite's.
+        jump: ProxyJump hops (fleet.remote.ssh_target.Hop), first hop first; () = direct.
+        proxy_command: ProxyCommand (tokens expanded), or "".
+
+    host, port, user, key_file, known_hosts, jump and proxy_command are resolved as Ansible's ssh
+    connection resolves them (fleet.remote.ssh_target.resolve): the ansible_* vars, then
+    ``ansible_ssh_common_args``/``ansible_ssh_extra_args``, then ssh_config (``-F`` or ~/.ssh/config).
     """
 
     name: str
@@ -61,6 +67,8 @@ class Board:
     python: str = "/usr/bin/python3"
     wheel_platform: str = ""
     reconnect_timeout_s: float | None = None
+    jump: tuple = ()
+    proxy_command: str = ""
 
     @property
     def board_class(self) -> str:
@@ -73,8 +81,21 @@ class Board:
         return f"{self.fleet_root}/venv/bin/fleet-agent --root {self.fleet_root} serve"
 
     def to_dict(self) -> dict:
-        """Plain dict for JSON output."""
+        """Plain dict for JSON output (:meth:`from_dict` reads it back)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Board":
+        """The Board ``to_dict()`` (through JSON) gave: hops back as Hop, lists back as tuples.
+
+        Raises:
+            TypeError: a key that is not a Board field.
+        """
+        from fleet.remote.ssh_target import Hop
+
+        d = dict(d)
+        d["jump"] = tuple(Hop(**h) if isinstance(h, dict) else h for h in d.get("jump") or ())
+        return cls(**d)
 
 
 def ansible_bin(name: str) -> str:
@@ -202,7 +223,7 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
             "write emulated: true or emulated: false",
         )
     try:
-        port = int(hv.get("ansible_port", 22))
+        port = None if hv.get("ansible_port") in (None, "") else int(hv["ansible_port"])
     except (TypeError, ValueError):
         raise FleetError(
             f"inventory {source}: host '{name}' has a non-numeric ansible_port {hv.get('ansible_port')!r}",
@@ -220,20 +241,35 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
                 f"{hv.get('fleet_reconnect_timeout_s')!r}, not a number of seconds >= 0",
                 "give the seconds to retry SSH to the board, e.g. fleet_reconnect_timeout_s: 90 for a board that reboots",
             )
+    from fleet.remote.ssh_target import SSHArgsError, resolve
+
+    args = " ".join(str(hv.get(k) or "") for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
+    try:
+        ssh = resolve(str(hv.get("ansible_host", name)), user=hv.get("ansible_user"), port=port,
+                      key_file=_local_path(hv.get("ansible_ssh_private_key_file", "")),
+                      known_hosts=_local_path(hv.get("fleet_known_hosts", "")), ssh_args=args)
+    except SSHArgsError as e:
+        raise FleetError(
+            f"inventory {source}: host '{name}': SSH settings: {e}",
+            "fix ansible_ssh_common_args / ansible_ssh_extra_args or ansible_port "
+            "(they are ssh(1) options, e.g. -o ProxyJump=user@bastion:22)",
+        ) from None
     return Board(
         name=name,
         board=board,
         accelerator=acc,
         emulated=emulated,
         fleet_root=root.rstrip("/") or "/",
-        host=str(hv.get("ansible_host", name)),
-        port=port,
-        user=str(hv.get("ansible_user", os.environ.get("USER", "root"))),
-        key_file=_local_path(hv.get("ansible_ssh_private_key_file", "")),
-        known_hosts=_local_path(hv.get("fleet_known_hosts", "")),
+        host=ssh.host,
+        port=ssh.port,
+        user=ssh.user,
+        key_file=ssh.key_file,
+        known_hosts=ssh.known_hosts,
         python=str(hv.get("ansible_python_interpreter", "/usr/bin/python3")),
         wheel_platform=str(hv.get("fleet_wheel_platform", "")),
         reconnect_timeout_s=reconnect,
+        jump=ssh.jump,
+        proxy_command=ssh.proxy_command,
     )
 
 

@@ -12,10 +12,12 @@ from fleet.sim import lifecycle
 
 
 @contextmanager
-def deployed_fleet(base: Path, mix: str, models: tuple[str, ...] | None = None, use_netns: bool | None = None):
+def deployed_fleet(base: Path, mix: str, models: tuple[str, ...] | None = None, use_netns: bool | None = None,
+                   bastion: bool = False):
     """Emulated boards (``fleet sim up --mix MIX``: real sshds, in network namespaces when root or
     ``use_netns``) with state in ``base/sim`` and inventory ``base/inventory/sim.yml``, deployed by
     the real `fleet deploy` (Ansible) with ``models`` (None: every model built in the artifacts).
+    ``bastion``: the boards sit behind an emulated jump host (`fleet sim up --bastion`).
 
     Yields:
         (state_dir, inventory path). The boards are taken down on exit, whatever happened.
@@ -28,7 +30,8 @@ def deployed_fleet(base: Path, mix: str, models: tuple[str, ...] | None = None, 
     assert (arts / "manifest.json").exists(), f"no artifacts in {arts}: run `fleet models build {first}`"
     state_dir, inv = base / "sim", base / "inventory" / "sim.yml"
     try:
-        lifecycle.up(state_dir, inv, mix=mix, use_netns=os.geteuid() == 0 if use_netns is None else use_netns)
+        lifecycle.up(state_dir, inv, mix=mix, use_netns=os.geteuid() == 0 if use_netns is None else use_netns,
+                     bastion=bastion)
         kwargs = {"models": models} if models else {}
         result = deploy(inv, artifacts_dir=arts, runs_dir=base / "runs", **kwargs)
         assert result.exit_code == 0, result.to_dict()

@@ -252,40 +252,112 @@ def connect_with_retry(board: Board, timeout_s: float = 15.0, retry_s: float = 0
             attempt_timeout = min(timeout_s, max(deadline - time.monotonic(), RECONNECT_MIN_ATTEMPT_S))
 
 
-def connect(board: Board, timeout_s: float = 15.0):
-    """Open a fabric Connection to ``board`` with strict host key checking.
-
-    Returns:
-        fabric.Connection, already open.
-
-    Raises:
-        BoardUnreachable: with the board name, address and the underlying reason.
-    """
-    import paramiko
+def _connection_class():
+    """fabric.Connection that also closes its gateway (fabric 3's close() leaves a ProxyJump
+    gateway's connection open)."""
     from fabric import Connection
 
-    kwargs = {"look_for_keys": not board.key_file, "allow_agent": not board.key_file,
+    class _Connection(Connection):
+        def close(self):
+            super().close()
+            if isinstance(self.gateway, Connection):
+                self.gateway.close()
+
+    return _Connection
+
+
+def _strict(host: str, port: int, user: str, key_file: str, known_hosts: str, timeout_s: float,
+            gateway=None, sock=None):
+    """An unopened fabric Connection that refuses unknown host keys (``known_hosts`` or
+    ~/.ssh/known_hosts) and reads no ssh_config: fleet.remote.ssh_target already applied it."""
+    import paramiko
+    from fabric import Config
+
+    kwargs = {"look_for_keys": not key_file, "allow_agent": not key_file,
               "banner_timeout": timeout_s, "auth_timeout": timeout_s}
-    if board.key_file:
-        kwargs["key_filename"] = board.key_file
-    conn = Connection(board.host, user=board.user, port=board.port,
-                      connect_timeout=timeout_s, connect_kwargs=kwargs)
+    if key_file:
+        kwargs["key_filename"] = key_file
+    if sock is not None:
+        kwargs["sock"] = sock
+    conn = _connection_class()(host, user=user, port=port, connect_timeout=timeout_s, connect_kwargs=kwargs,
+                               gateway=gateway, config=Config(ssh_config=paramiko.SSHConfig()))
     # fabric defaults to AutoAddPolicy; a HIL lab must never trust an unknown host key.
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    known = Path(board.known_hosts).expanduser() if board.known_hosts else Path.home() / ".ssh" / "known_hosts"
+    known = Path(known_hosts).expanduser() if known_hosts else Path.home() / ".ssh" / "known_hosts"
     if known.exists():
         conn.client.load_host_keys(str(known))
+    return conn, known
+
+
+def _open_hops(board: Board, timeout_s: float):
+    """Open the board's ProxyJump hops in order (each through the one before, each host key
+    checked); returns the last hop's Connection (the board's gateway), None without hops.
+
+    Raises:
+        BoardUnreachable: naming the hop that failed and why.
+    """
+    import paramiko
+
+    gateway = None
+    for i, hop in enumerate(board.jump):
+        conn, known = _strict(hop.host, hop.port, hop.user, hop.key_file, hop.known_hosts, timeout_s, gateway=gateway)
+        where = f"board {board.name}: jump host {hop.name} ({hop.user}@{hop.host}:{hop.port}, hop {i + 1} of {len(board.jump)})"
+        try:
+            try:
+                conn.open()
+            except BaseException:
+                conn.close()  # and the hops before it
+                raise
+        except paramiko.BadHostKeyException as e:
+            raise BoardUnreachable(f"{where}: host key does not match {known}: {e}") from None
+        except paramiko.SSHException as e:
+            raise BoardUnreachable(f"{where}: SSH failed: {e} (known_hosts {known})") from None
+        except (OSError, EOFError) as e:
+            raise BoardUnreachable(f"{where} unreachable: {e}") from None
+        gateway = conn
+    return gateway
+
+
+def connect(board: Board, timeout_s: float = 15.0):
+    """Open a fabric Connection to ``board`` with strict host key checking, the way Ansible's ssh
+    connection reaches it: directly, through its ProxyJump hops (each hop's host key checked too),
+    or through its ProxyCommand (``board.jump``/``board.proxy_command``, from the inventory's
+    ``ansible_ssh_common_args``/``ansible_ssh_extra_args`` or ssh_config; fleet.remote.ssh_target).
+
+    Returns:
+        fabric.Connection, already open; close() closes its hops too.
+
+    Raises:
+        BoardUnreachable: with the board name, address (and the hop that failed) and the reason.
+    """
+    import paramiko
+
+    via = ""
+    sock = None
+    gateway = None
+    if board.jump:
+        via = " via " + ",".join(h.name for h in board.jump)
+        gateway = _open_hops(board, timeout_s)
+    elif board.proxy_command:
+        via = f" via ProxyCommand {board.proxy_command!r}"
+        try:
+            sock = paramiko.ProxyCommand(board.proxy_command)
+        except paramiko.SSHException as e:
+            raise BoardUnreachable(f"board {board.name}{via}: {e}") from None
+    conn, known = _strict(board.host, board.port, board.user, board.key_file, board.known_hosts, timeout_s,
+                          gateway=gateway, sock=sock)
+    where = f"board {board.name} ({board.host}:{board.port}{via})"
     try:
         conn.open()
     except paramiko.BadHostKeyException as e:
-        raise BoardUnreachable(
-            f"board {board.name} ({board.host}:{board.port}): host key does not match {known}: {e}"
-        ) from None
+        conn.close()
+        raise BoardUnreachable(f"{where}: host key does not match {known}: {e}") from None
     except paramiko.SSHException as e:
-        raise BoardUnreachable(f"board {board.name} ({board.host}:{board.port}): SSH failed: {e} "
-                               f"(known_hosts {known})") from None
+        conn.close()
+        raise BoardUnreachable(f"{where}: SSH failed: {e} (known_hosts {known})") from None
     except (OSError, EOFError) as e:
-        raise BoardUnreachable(f"board {board.name} ({board.host}:{board.port}) unreachable: {e}") from None
+        conn.close()
+        raise BoardUnreachable(f"{where} unreachable: {e}") from None
     # Requests are small lines answered at once: with Nagle on, ~6 % of them waited for a 40 ms
     # delayed ACK (benchmarks/fleet_scale.py: overhead p99 41-47 ms, 4-11 ms with TCP_NODELAY).
     sock = conn.client.get_transport().sock

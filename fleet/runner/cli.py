@@ -154,7 +154,7 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
             if boards_file.exists():
                 from fleet.inventory import Board
 
-                boards = [Board(**b) for b in json.loads(boards_file.read_text())]
+                boards = [Board.from_dict(b) for b in json.loads(boards_file.read_text())]
             else:
                 boards = [b for b in load_inventory(prev.get("inventory") or inventory, limit) if suite.matches(b)]
             done, dropped = _prepare_resume(store, rid)

@@ -135,7 +135,7 @@ class FleetContext:
     def __init__(self, config):
         self.run_id = config.getoption("--fleet-run")
         boards_file = config.getoption("--fleet-boards")
-        self.boards = [Board(**b) for b in json.loads(Path(boards_file).read_text())] if boards_file else []
+        self.boards = [Board.from_dict(b) for b in json.loads(Path(boards_file).read_text())] if boards_file else []
         runs_tests = not is_xdist_controller(config)
         self.suite = None  # fleet.runner.suite.Suite
         if runs_tests and config.getoption("--fleet-suite"):

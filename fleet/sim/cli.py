@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--inventory", type=Path, default=None, help="inventory to write (default inventory/sim.yml)")
     up.add_argument("--no-netns", action="store_true", help="sshd on 127.0.0.1 instead of network namespaces")
     up.add_argument("--replace", action="store_true", help="take a running sim down first")
+    up.add_argument("--bastion", action="store_true",
+                    help="put the boards behind an emulated jump host reachable only through it "
+                         "(inventory: -F SSH_CONFIG -o ProxyJump=sim-bastion; needs root)")
     up.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the sshds (default 15)")
     up.add_argument("--json", action="store_true", help="print the boards as JSON")
     up.set_defaults(func=cmd_up)
@@ -65,12 +68,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         use_netns=False if args.no_netns else None,
         replace=args.replace,
         timeout=args.timeout,
+        bastion=args.bastion,
     )
     took = time.monotonic() - t0
     if args.json:
         print(json.dumps({**state.to_dict(), "seconds": round(took, 2)}, indent=2))
         return 0
     con = Console()
+    if state.bastion:
+        b = state.bastion
+        con.print(f"[green]up[/] {b.name:<14} {'jump host':<12} {b.address}:{b.port} (netns {b.netns}); "
+                  f"ssh_config {state.ssh_config}", soft_wrap=True, highlight=False)
     for b in state.boards:
         where = f"{b.address}:{b.port}" + (f" (netns {b.netns})" if b.netns else "")
         con.print(f"[green]up[/] {b.name:<14} {b.board:<12} {where}  root {b.root}", soft_wrap=True, highlight=False)

@@ -69,9 +69,10 @@ def known_hosts_path(inventory: Path) -> Path:
 
 
 def _alive_parts(state: SimState) -> list[str]:
-    parts = [f"sshd {b.name} (pid {b.pid})" for b in state.boards if sshd.is_ours(b.pid, b.config)]
+    everything = state.boards + ([state.bastion] if state.bastion else [])
+    parts = [f"sshd {b.name} (pid {b.pid})" for b in everything if sshd.is_ours(b.pid, b.config)]
     if state.netns:
-        parts += [f"netns {b.netns}" for b in state.boards if b.netns and netns.exists(b.netns)]
+        parts += [f"netns {b.netns}" for b in everything if b.netns and netns.exists(b.netns)]
     return parts
 
 
@@ -84,6 +85,7 @@ def up(
     use_netns: bool | None = None,
     replace: bool = False,
     timeout: float = 15.0,
+    bastion: bool = False,
 ) -> SimState:
     """Start the emulated boards and write their inventory and known_hosts.
 
@@ -94,6 +96,10 @@ def up(
         use_netns: namespaces + veth (default: when root); False = sshd on 127.0.0.1.
         replace: take an already running sim in state_dir down first.
         timeout: seconds to wait for all sshds to answer.
+        bastion: put the boards behind an emulated jump host: an sshd in its own namespace, the only
+            one with a link to the boards' namespaces (the root namespace has none), named in an
+            ssh_config beside the inventory; the inventory reaches the boards with
+            ``-F SSH_CONFIG -o ProxyJump=sim-bastion`` as a lab's would (needs namespaces).
 
     Raises:
         FleetError: a sim is already running (without replace), not root with use_netns, an
@@ -107,6 +113,9 @@ def up(
         use_netns = is_root
     if use_netns and not is_root:
         raise FleetError("network namespaces need root", "run as root, or pass --no-netns (sshd on 127.0.0.1)")
+    if bastion and not use_netns:
+        raise FleetError("--bastion needs network namespaces (root, without --no-netns)",
+                         "run `fleet sim up --bastion` as root")
     old = load_state(state_dir)
     if old is not None:
         alive = _alive_parts(old)
@@ -135,7 +144,11 @@ def up(
         tag = netns.tag_for(str(state_dir))
         # Only netns allocation needs the host-wide lock; loopback boards take free ports.
         with netns.allocation_lock() if use_netns else contextlib.nullcontext():
-            addrs = netns.allocate(len(names), netns.used_blocks()) if use_netns else []
+            addrs = netns.allocate(len(names) + bool(bastion), netns.used_blocks()) if use_netns else []
+            if bastion:
+                state.bastion = _start_bastion(state, tag, addrs.pop())
+                state.ssh_config = str(ssh_config_path(inventory))
+                save_state(state)
             for idx, (kind, name) in enumerate(names):
                 bdir = state_dir / "boards" / name
                 root = bdir / "root"
@@ -150,18 +163,20 @@ def up(
                     config=str(bdir / "sshd_config"),
                 )
                 if use_netns:
+                    host_addr, board_addr = netns.behind_bastion(idx) if bastion else addrs[idx]
                     link = netns.Link(
                         netns=f"{netns.PREFIX}{tag}-{name}",
-                        host_if=f"fs{tag}h{idx}",
+                        host_if=f"fs{tag}{'j' if bastion else 'h'}{idx}",
                         board_if=f"fs{tag}b{idx}",
-                        host_addr=addrs[idx][0],
-                        board_addr=addrs[idx][1],
+                        host_addr=host_addr,
+                        board_addr=board_addr,
                     )
                     board.netns, board.host_if, board.host_addr = link.netns, link.host_if, link.host_addr
                     board.address, board.port = link.board_addr, 22
+                    board.via = state.bastion.netns if bastion else ""
                     state.boards.append(board)
                     save_state(state)  # record before making, so down() can remove a half-made link
-                    netns.create(link)
+                    netns.create(link, outer=board.via)
                 else:
                     board.port = sshd.free_port()
                     state.boards.append(board)
@@ -177,14 +192,16 @@ def up(
                 board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns)
                 save_state(state)
         deadline = time.monotonic() + timeout
-        for b in state.boards:
-            if not sshd.wait_answering(b.address, b.port, deadline):
+        for b in ([state.bastion] if state.bastion else []) + state.boards:
+            if not sshd.wait_answering(b.address, b.port, deadline, via=b.via):
                 raise FleetError(
                     f"emulated board {b.name}: sshd at {b.address}:{b.port} did not answer in {timeout:.0f} s",
                     f"see {Path(b.config).parent / 'sshd.log'}; everything started was removed",
                     exit_code=3,
                 )
         write_known_hosts(state)
+        if state.bastion:
+            write_ssh_config(state)
         write_inventory(state)
         save_state(state)
     except BaseException:
@@ -193,12 +210,60 @@ def up(
     return state
 
 
+#: Inventory name of the emulated jump host (its ssh_config ``Host``).
+BASTION = "sim-bastion"
+
+
+def ssh_config_path(inventory: Path) -> Path:
+    """Where the ssh_config naming the bastion goes: ``inventory/sim.yml`` -> ``inventory/sim_ssh_config``."""
+    return inventory.with_name(f"{inventory.stem}_ssh_config")
+
+
+def _start_bastion(state: SimState, tag: str, addrs: tuple[str, str]) -> SimBoard:
+    """Make the bastion's namespace (linked to the root namespace) and start its sshd: TCP
+    forwarding on (sshd's default), which a ProxyJump (``ssh -W``, direct-tcpip) needs."""
+    bdir = Path(state.state_dir) / "bastion"
+    bdir.mkdir(parents=True, exist_ok=True)
+    b = SimBoard(name=BASTION, board="bastion", accelerator="", root=str(bdir), address=addrs[1], port=22,
+                 config=str(bdir / "sshd_config"), netns=f"{netns.PREFIX}{tag}-bastion",
+                 host_if=f"fs{tag}hb", host_addr=addrs[0])
+    state.bastion = b
+    save_state(state)  # recorded before it is made, so down() removes a half-made one
+    netns.create(netns.Link(b.netns, b.host_if, f"fs{tag}bb", b.host_addr, b.address))
+    host_key = sshd.ensure_keypair(bdir / "ssh_host_ed25519_key", BASTION)
+    sshd.write_config(Path(b.config), address=b.address, port=b.port, host_key=host_key,
+                      pid_file=bdir / "sshd.pid", authorized_keys=Path(state.state_dir) / "authorized_keys")
+    b.pid = sshd.start(Path(b.config), bdir / "sshd.pid", bdir / "sshd.log", b.netns)
+    return b
+
+
+def write_ssh_config(state: SimState) -> Path:
+    """Write the ssh_config that names the bastion, as a lab's ~/.ssh/config would: its address,
+    user, key and the known_hosts pinning its host key (OpenSSH applies command-line ``-o``
+    options to the destination only, so a jump host's settings must come from a config file)."""
+    b = state.bastion
+    path = Path(state.ssh_config)
+    path.write_text(
+        "# written by `fleet sim up --bastion`; the inventory passes it with -F\n"
+        f"Host {BASTION}\n"
+        f"  HostName {b.address}\n"
+        f"  Port {b.port}\n"
+        f"  User {state.user}\n"
+        f"  IdentityFile {state.key_file}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {state.known_hosts}\n"
+        "  StrictHostKeyChecking yes\n"
+    )
+    return path
+
+
 def write_known_hosts(state: SimState) -> Path:
-    """Write known_hosts lines pinning each board's host key (``ADDRESS`` or ``[ADDRESS]:PORT``)."""
+    """Write known_hosts lines pinning each board's host key (``ADDRESS`` or ``[ADDRESS]:PORT``),
+    and the bastion's when there is one."""
     path = Path(state.known_hosts)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
-    for b in state.boards:
+    for b in ([state.bastion] if state.bastion else []) + state.boards:
         host = b.address if b.port == 22 else f"[{b.address}]:{b.port}"
         lines.append(f"{host} {sshd.public_key(Path(b.config).parent / 'ssh_host_ed25519_key')}")
     path.write_text("\n".join(lines) + "\n")
@@ -230,7 +295,8 @@ def write_inventory(state: SimState) -> Path:
             "ansible_user": state.user,
             "ansible_ssh_private_key_file": state.key_file,
             "fleet_known_hosts": state.known_hosts,
-            "ansible_ssh_common_args": ssh_common_args(state.known_hosts),
+            "ansible_ssh_common_args": ssh_common_args(state.known_hosts) + (
+                f" -F {shlex.quote(state.ssh_config)} -o ProxyJump={BASTION}" if state.bastion else ""),
             "ansible_python_interpreter": PYTHON,
         }
         groups.setdefault(b.board.replace("-", "_"), {"hosts": {}})["hosts"][b.name] = None
@@ -270,16 +336,17 @@ def down(state_dir: Path, purge: bool = False) -> DownReport:
         if purge and state_dir.exists():
             shutil.rmtree(state_dir)
         return rep
-    for b in state.boards:
+    everything = state.boards + ([state.bastion] if state.bastion else [])
+    for b in everything:
         if b.pid:
             if sshd.stop(b.pid, b.config):
                 rep.stopped.append(f"{b.name} sshd pid {b.pid}")
             else:
                 rep.skipped.append(f"{b.name} pid {b.pid} (not running or not ours)")
-    for b in state.boards:
+    for b in everything:  # boards first: their links' host ends live in the bastion's namespace
         if b.netns or b.host_if:
-            rep.removed += netns.delete(b.netns, b.host_if)
-    for f in (state.inventory, state.known_hosts):
+            rep.removed += netns.delete(b.netns, "" if b.via else b.host_if)
+    for f in (state.inventory, state.known_hosts, state.ssh_config):
         if f and Path(f).exists():
             Path(f).unlink()
             rep.removed.append(f)
@@ -316,7 +383,8 @@ def status(state_dir: Path) -> tuple[SimState | None, list[BoardStatus]]:
             port=b.port,
             pid=b.pid,
             alive=sshd.is_ours(b.pid, b.config),
-            answering=sshd.answering(b.address, b.port, timeout=1.0) if b.port else False,
+            answering=(sshd.answering_in(b.via, b.address, b.port) if b.via else sshd.answering(b.address, b.port))
+            if b.port else False,
             netns=b.netns,
         )
         for b in state.boards
@@ -355,7 +423,7 @@ def start_board(state_dir: Path, name: str, timeout: float = 10.0) -> int:
     bdir = Path(board.config).parent
     board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns, timeout=timeout)
     save_state(state)
-    if not sshd.wait_answering(board.address, board.port, time.monotonic() + timeout):
+    if not sshd.wait_answering(board.address, board.port, time.monotonic() + timeout, via=board.via):
         raise FleetError(f"emulated board {name}: sshd at {board.address}:{board.port} did not answer in "
                          f"{timeout:.0f} s after a restart", f"see {bdir / 'sshd.log'}", exit_code=3)
     return board.pid

@@ -107,16 +107,39 @@ def link_exists(ifname: str) -> bool:
     return _ip("link", "show", "dev", ifname, check=False).returncode == 0
 
 
-def create(link: Link) -> None:
+#: Where the private links between the bastion and the boards behind it take their /30s: block
+#: 255 of the pool, which allocate() never hands out, so they never clash with a board's link.
+BEHIND_BASTION = ipaddress.ip_network("198.19.255.0/24")
+
+
+def behind_bastion(idx: int) -> tuple[str, str]:
+    """(bastion end, board end) addresses of the ``idx``-th board's private link to the bastion.
+
+    Raises:
+        FleetError: more than 63 boards behind one bastion.
+    """
+    if not 0 <= idx < BEHIND_BASTION.num_addresses // 4:
+        raise FleetError(f"at most {BEHIND_BASTION.num_addresses // 4} boards fit behind the emulated bastion",
+                         "use fewer boards with --bastion")
+    base = int(BEHIND_BASTION.network_address) + 4 * idx
+    return str(ipaddress.ip_address(base + 1)), str(ipaddress.ip_address(base + 2))
+
+
+def create(link: Link, outer: str = "") -> None:
     """Make the namespace, the veth pair and both addresses, and bring lo and both ends up.
+
+    Args:
+        outer: the namespace the host end goes into ("" = the root namespace; the bastion's for a
+            board only the bastion reaches: the root namespace then has no link to the board).
 
     Raises:
         FleetError: an `ip` command failed (not root, name taken, ...). The caller cleans up.
     """
+    at = ["-n", outer] if outer else []
     _ip("netns", "add", link.netns)
-    _ip("link", "add", link.host_if, "type", "veth", "peer", "name", link.board_if, "netns", link.netns)
-    _ip("addr", "add", f"{link.host_addr}/30", "dev", link.host_if)
-    _ip("link", "set", link.host_if, "up")
+    _ip(*at, "link", "add", link.host_if, "type", "veth", "peer", "name", link.board_if, "netns", link.netns)
+    _ip(*at, "addr", "add", f"{link.host_addr}/30", "dev", link.host_if)
+    _ip(*at, "link", "set", link.host_if, "up")
     _ip("-n", link.netns, "link", "set", "lo", "up")
     _ip("-n", link.netns, "addr", "add", f"{link.board_addr}/30", "dev", link.board_if)
     _ip("-n", link.netns, "link", "set", link.board_if, "up")

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,10 +144,27 @@ def answering(address: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_answering(address: str, port: int, deadline: float) -> bool:
-    """Poll until sshd at address:port answers or ``deadline`` (time.monotonic()) passes."""
+def answering_in(netns: str, address: str, port: int, timeout: float = 1.0) -> bool:
+    """:func:`answering`, asked from inside network namespace ``netns`` (a board behind the
+    emulated bastion is reachable from there only)."""
+    probe = ("import socket,sys\n"
+             "try:\n"
+             f"  s=socket.create_connection(({address!r},{int(port)}),timeout={timeout})\n"
+             f"  s.settimeout({timeout}); sys.exit(0 if s.recv(4).startswith(b'SSH-') else 1)\n"
+             "except OSError:\n  sys.exit(1)\n")
+    try:
+        proc = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", probe],
+                              capture_output=True, timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
+def wait_answering(address: str, port: int, deadline: float, via: str = "") -> bool:
+    """Poll until sshd at address:port answers (asked from namespace ``via`` when given) or
+    ``deadline`` (time.monotonic()) passes."""
     while True:
-        if answering(address, port, timeout=0.5):
+        if (answering_in(via, address, port, timeout=0.5) if via else answering(address, port, timeout=0.5)):
             return True
         if time.monotonic() >= deadline:
             return False

@@ -28,9 +28,12 @@ class SimBoard:
         port: sshd's TCP port.
         config: absolute path of its sshd_config (also used to recognise its sshd process).
         netns: network namespace name, "" when run on loopback.
-        host_if: host end of the veth pair in the root namespace, "" when none.
+        host_if: host end of the veth pair in the root namespace (in the bastion's namespace for
+            a board behind the bastion), "" when none.
         host_addr: address of the host end (198.18.N.1), "" when none.
         pid: sshd's listener pid, 0 when not started.
+        via: the bastion's namespace when the board is reachable only through the bastion
+            (`fleet sim up --bastion`), else "".
     """
 
     name: str
@@ -44,6 +47,7 @@ class SimBoard:
     host_if: str = ""
     host_addr: str = ""
     pid: int = 0
+    via: str = ""
 
 
 @dataclass
@@ -58,6 +62,8 @@ class SimState:
         user: the SSH user (root, or the current user without root).
         netns: True when boards run in network namespaces.
         boards: the boards, in creation order.
+        bastion: the jump host in front of the boards (`fleet sim up --bastion`), or None.
+        ssh_config: the ssh_config file naming the bastion (its address, key, known_hosts), or "".
     """
 
     state_dir: str
@@ -68,6 +74,8 @@ class SimState:
     netns: bool = True
     boards: list[SimBoard] = field(default_factory=list)
     schema: int = SCHEMA
+    bastion: SimBoard | None = None
+    ssh_config: str = ""
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (what state.json holds)."""
@@ -78,7 +86,8 @@ class SimState:
         """Rebuild from ``to_dict()`` output. Raises TypeError for unknown keys."""
         d = dict(d)
         boards = [SimBoard(**b) for b in d.pop("boards", [])]
-        return cls(boards=boards, **d)
+        bastion = d.pop("bastion", None)
+        return cls(boards=boards, bastion=SimBoard(**bastion) if bastion else None, **d)
 
 
 def state_path(state_dir: Path) -> Path:
