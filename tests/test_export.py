@@ -103,6 +103,7 @@ def test_metrics_json_has_units_direction_and_regressions(store, tmp_path):
     p = export.write_metrics_json(s, ids[-1], tmp_path / "out" / "metrics.json")
     doc = json.loads(p.read_text())
     assert doc["schema"] == 1 and doc["run"]["id"] == ids[-1]
+    assert doc["run"]["started"].endswith("Z") and "T" in doc["run"]["started"]  # ISO 8601 UTC
     assert {b["name"] for b in doc["boards"]} == {"sim-pi5-1", "sim-pi5-2", "sim-rk3588-1"}
     m = next(m for r in doc["results"] if r["board"] == "sim-pi5-1" and r["test"] == "test_wer"
              for m in r["metrics"] if m["name"] == "wer")

@@ -121,3 +121,16 @@ def test_board_side_imports_and_bm25_without_scipy():
     keep = [i for i, t in enumerate(col.doc_texts) if t]
     ix = BM25Index([col.doc_ids[i] for i in keep], [col.doc_texts[i] for i in keep])
     assert out["top"] == {q: ix.search(t, 10)[0] for q, t in col.queries[:30]}
+
+
+def test_stage_percentiles_follow_loadgen():
+    """Stage times: sorted[floor(n * p)], none from fewer samples than the percentile needs, n shown."""
+    from device_agent.pipelines.rag_hybrid import _pct
+
+    ten = [float(v) for v in range(10, 0, -1)]  # 10 samples: p50 = sorted[5] = 6, no p90 (needs 11)
+    r = _pct(ten)
+    assert (r["n"], r["p50_ms"], r["p90_ms"], r["mean_ms"]) == (10, 6.0, None, 5.5)
+    assert "p90" in r["unreported"]["p90_ms"] and "11" in r["unreported"]["p90_ms"]
+    r = _pct([float(v) for v in range(1, 12)])  # 11 samples: p90 = sorted[9] = 10, never the max
+    assert (r["p50_ms"], r["p90_ms"]) == (6.0, 10.0) and "unreported" not in r
+    assert _pct([1.0, 2.0])["p50_ms"] is None and _pct([]) == {"n": 0, "p50_ms": None, "p90_ms": None, "mean_ms": None}

@@ -58,12 +58,32 @@ STAGES = ("tokenize", "inference", "pooling", "normalize", "vector_search", "bm2
 MODES = ("vector", "bm25", "hybrid")
 
 
+#: Percentiles of the stage breakdown, as MLPerf LoadGen reports them (the controller's
+#: fleet.measure.protocol does the same for the SingleStream measurement; the agent does not import
+#: the controller): the sample at index floor(n * p) of the ascending latencies, and none from fewer
+#: than floor(1 / (1 - p)) + 1 samples, below which it would only be the maximum
+#: (https://github.com/mlcommons/inference/blob/master/loadgen/results.cc).
+STAGE_PERCENTILES = {"p50_ms": (0.5, 3), "p90_ms": (0.9, 11)}
+
+
 def _pct(values: list[float]) -> dict:
-    if not values:
-        return {"p50_ms": None, "p90_ms": None, "mean_ms": None}
-    a = np.asarray(values, dtype=np.float64)
-    p50, p90 = np.percentile(a, [50, 90])
-    return {"p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3), "mean_ms": round(float(a.mean()), 3)}
+    """{"n", "p50_ms", "p90_ms", "mean_ms"} of per-query stage times (ms), a percentile None (with
+    its reason in "unreported") when n is below what it needs; n = 0 gives every figure None."""
+    n = len(values)
+    out: dict = {"n": n, "p50_ms": None, "p90_ms": None, "mean_ms": None}
+    if not n:
+        return out
+    a = np.sort(np.asarray(values, dtype=np.float64))
+    out["mean_ms"] = round(float(a.mean()), 3)
+    unreported = {}
+    for key, (p, need) in STAGE_PERCENTILES.items():
+        if n >= need:
+            out[key] = round(float(a[int(np.floor(n * p))]), 3)
+        else:
+            unreported[key] = f"{n} samples; the {key[:3]} needs at least {need}"
+    if unreported:
+        out["unreported"] = unreported
+    return out
 
 
 class RagHybrid(Pipeline):
@@ -357,8 +377,9 @@ class RagHybrid(Pipeline):
             "blank_lines": col.blank_lines,
             "metrics": metrics,
             "stages": self._stages(ms_all),
-            "latency": {"p50_ms": total["p50_ms"], "p90_ms": total["p90_ms"],
-                        "max_ms": round(max(ms_all.get("total", [0.0])), 3)},
+            "latency": {"n": total["n"], "p50_ms": total["p50_ms"], "p90_ms": total["p90_ms"],
+                        "max_ms": round(max(ms_all.get("total", [0.0])), 3),
+                        **({"unreported": total["unreported"]} if "unreported" in total else {})},
         }
         if options["per_query"]:
             out["per_query"] = per

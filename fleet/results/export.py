@@ -13,6 +13,7 @@ import sys
 import urllib.error
 from pathlib import Path
 
+from fleet import jsonout
 from fleet.errors import FleetError
 from fleet.results import regress
 
@@ -47,7 +48,8 @@ def metrics_json(store, run_id: str, with_regressions: bool = True, **regress_kw
                       metrics: [{name, value, unit, direction}]}],
          "regressions": [Verdict as dict, only the flagged ones]}
 
-    ``test`` is the result's key (name with parameters, ``test_retrieval_quality[cisi]``), ``nodeid``
+    ``started``/``finished`` are seconds since the epoch here; the file and stdout get them as
+    ISO 8601 UTC (fleet.jsonout), as every ``--json`` does. ``test`` is the result's key (name with parameters, ``test_retrieval_quality[cisi]``), ``nodeid``
     the pytest node id ("" for rows stored before it was kept). Units are the store's (``ms``,
     ``ratio``, ``J``, ``W``, ``°C``, ``count``…); ``direction`` says which way is better.
     Raises FleetError for an unknown run.
@@ -77,7 +79,7 @@ def write_metrics_json(store, run_id: str, path: str | Path, **kw) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(metrics_json(store, run_id, **kw), indent=2, default=str))
+    tmp.write_text(jsonout.dumps(metrics_json(store, run_id, **kw)))
     os.replace(tmp, path)
     return path
 
@@ -272,7 +274,7 @@ def cmd_export(store, run_id: str, args) -> int:
     if args.metrics_json:
         kw = {"runs": args.baseline_runs, "k": args.k}
         if args.metrics_json == "-":
-            print(json.dumps(metrics_json(store, run_id, **kw), indent=2, default=str))
+            print(jsonout.dumps(metrics_json(store, run_id, **kw)))
         else:
             print(f"wrote {write_metrics_json(store, run_id, args.metrics_json, **kw)}", file=sys.stderr)
     if args.prometheus:
