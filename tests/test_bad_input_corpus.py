@@ -116,7 +116,7 @@ SUITE_CASES = [
     # (file, words the message must hold, words the fix must hold); each fails on its own problem:
     # the suite folder gets a test file, except for no_tests.yml
     ("unknown_pipeline.yml", ["pipeline: unknown pipeline 'asr.whisper_large'"],
-     "did you mean 'asr.whisper_hybrid'? known pipelines: asr.whisper_hybrid, rag.hybrid"),
+     "did you mean 'asr.whisper_hybrid'? known pipelines: asr.whisper_hybrid, model.bench, rag.hybrid"),
     ("unknown_model.yml", ["model: unknown model 'whisper-tiny'"], "did you mean 'whisper-tiny.en'? known models: "),
     ("unknown_dataset.yml", ["dataset: unknown dataset 'speach'"], "did you mean 'speech'? known datasets: "),
     ("unknown_option.yml", ["unknown option 'options.precison' of pipeline asr.whisper_hybrid"],
