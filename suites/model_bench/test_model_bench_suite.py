@@ -130,6 +130,8 @@ def test_throughput(board, agent, suite, loaded, thresholds, record):
         record.metric("throughput_energy_per_inference_j", h["energy_per_inference_j"], "J", "lower")
     _record_stage(record, r)
     record.trace("throughput", r.get("telemetry"))
+    if (r.get("telemetry") or {}).get("summary"):
+        record.telemetry_summary = {"summary": r["telemetry"]["summary"], "headline": h}
     record.output({"mode": r["mode"], "inferences": r["inferences"], "seconds": r["seconds"],
                    "per_inference_ms": r["per_inference_ms"], "stage": loaded["stage"]})
     lim = thresholds.get("throughput_ips_min")
