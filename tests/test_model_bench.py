@@ -257,6 +257,30 @@ def test_input_sets_and_errors(tmp_path, lab):
         a.close()
 
 
+def test_deployed_input_set(tmp_path, lab):
+    """input 'deployed': the set imported with the model (--data), shipped by deploy, sha256-checked."""
+    arts = tmp_path / "artifacts"
+    xs = np.random.default_rng(1).uniform(0, 1, (4, 2, 4)).astype(np.float32)
+    np.savez(tmp_path / "set.npz", x=xs)
+    import_model(lab["model"], "lab-net", "cpu", arts, reference=lab["qdq"], data=tmp_path / "set.npz")
+    import_model(lab["same"], "no-data", "cpu", arts)
+    root = lay_out(tmp_path / "board", arts, _board("hailo8l", True))
+    a = Agent(load_config(root), sensors=[])
+    try:
+        r = req(a, "lab-net", "deployed", sample=2)
+        w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+        assert r["samples"] == 4 and r["outputs"]["y"]["mean"] == pytest.approx(float((xs[2] @ w).mean()), rel=1e-5)
+        assert req(a, "lab-net", "deployed", task="parity")["summary"]["n"] == 4
+        with pytest.raises(BadInput, match="imported without an input set"):
+            req(a, "no-data", "deployed")
+        a.unload({})
+        (root / "models" / "lab-net" / "inputs-cpu.npz").write_bytes(b"tampered")
+        with pytest.raises(ModelError, match="sha256 mismatch"):
+            req(a, "lab-net", "deployed")
+    finally:
+        a.close()
+
+
 def test_throughput_energy_is_per_inference(tmp_path, lab):
     """The agent's telemetry divides a throughput request's energy by its inferences."""
     arts = tmp_path / "artifacts"

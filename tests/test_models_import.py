@@ -180,6 +180,50 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(case, make, kw, msg, src
     assert snapshot(out) == before
 
 
+def test_input_data_is_checked_and_shipped_with_the_model(src, out, tmp_path):
+    from fleet.deploy.artifacts import load_manifest, select
+
+    good, one = tmp_path / "set.npz", tmp_path / "one.npy"
+    np.savez(good, x=np.zeros((5, 2, 4), np.float32))
+    np.save(one, np.zeros((2, 4), np.float32))
+    np.savez(tmp_path / "names.npz", pixels=np.zeros((2, 4), np.float32))
+    np.savez(tmp_path / "shape.npz", x=np.zeros((5, 3, 4), np.float32))
+    (tmp_path / "set.csv").write_text("1,2")
+    for bad, msg in (("names.npz", r"lacks input\(s\) \['x'\]"), ("shape.npz", "has shape \\[3, 4\\]"),
+                     ("set.csv", "is not a .npz or .npy")):
+        with pytest.raises(FleetError, match=msg) as ei:
+            import_model(src, "m", "cpu", out, data=tmp_path / bad)
+        assert "numpy.savez" in ei.value.fix and not out.exists()
+    e = {x["role"]: x for x in import_model(src, "m", "cpu", out, data=one)["entries"]}
+    assert set(e) == {"model", "inputs"} and e["inputs"]["samples"] == 1 and e["inputs"]["format"] == "npy"
+    res = import_model(src, "m", "cpu", out, data=good)  # another data file: imported again
+    e = {x["role"]: x for x in res["entries"]}
+    assert res["cached"] is False and e["model"]["data"]["samples"] == 5
+    assert e["inputs"]["path"] == "cpu/m/inputs-cpu.npz" and (out / "cpu/m/inputs-cpu.npz").is_file()
+    assert not (out / "cpu/m/inputs-cpu.npy").exists()  # the group was replaced as a whole
+    b = Board("c", "cpu", "cpu", False, "/opt/fleet", "127.0.0.1", 22, "root")
+    assert sorted(a.name for a in select(b, load_manifest(out), out)) == ["inputs-cpu.npz", "model-cpu.onnx"]
+
+
+def test_onnx_with_external_data_is_refused(tmp_path, out):
+    import onnx
+
+    m = onnx.load(str(tiny_onnx(tmp_path / "m.onnx")))
+    onnx.save(m, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.onnx.data", size_threshold=0)
+    with pytest.raises(FleetError, match="external data files \\(ext.onnx.data\\)") as ei:
+        import_model(tmp_path / "ext.onnx", "ext", "cpu", out)
+    assert "save_as_external_data=False" in ei.value.fix and not out.exists()
+
+
+def test_hailo10h_import_says_no_board_runs_it_yet(monkeypatch, tmp_path, out):
+    monkeypatch.setitem(sys.modules, "hailo_platform", None)
+    f = tmp_path / "llm.hef"
+    f.write_bytes(b"hef" * 9)
+    res = import_model(f, "llm", "hailo10h", out, inputs="x:float32[1,8]")
+    assert any("no board family runs hailo10h" in n for n in res["notes"])
+
+
 def test_cli_exit_code_and_message(src, out, capsys):
     from fleet.cli import main
 

@@ -21,7 +21,8 @@ Backend (option ``backend``, ``auto`` by default):
 Inputs (the request's ``input``): ``random`` — seeded random data in each input's dtype and range
 (the manifest's ``range`` from ``--inputs``, else float [-1, 1], uint8 [0, 255], int8 [-128, 127],
 other integers [0, 99], bool {0, 1}; a dynamic axis is 1), ``samples`` sets drawn from
-``numpy.random.default_rng(seed + i)`` — or a ``.npz`` (one array per input name, shaped as the
+``numpy.random.default_rng(seed + i)`` — ``deployed``, the input set imported with the model
+(``fleet models import --data FILE.npz``, role ``inputs``, sha256-verified) — or a ``.npz`` (one array per input name, shaped as the
 input or [N, *shape] for N samples) or ``.npy`` (single-input models) under fleet_root.
 
 Tasks (option ``task``):
@@ -55,6 +56,7 @@ from .base import Option, Pipeline
 NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
 COMPATIBLE = {("hailo8l", "hailo8")}  # a Hailo-8L HEF runs on a Hailo-8 (device_agent.manifest)
 RANDOM = "random"
+DEPLOYED = "deployed"  # the input set imported with the model (fleet models import --data)
 DEFAULT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "bool": (0, 1)}
 MAX_SAMPLES = 1024
 
@@ -172,7 +174,8 @@ class ModelBench(Pipeline):
         Option("task", str, "infer", "infer (one inference), throughput (back-to-back) or parity (vs the reference)",
                choices=("infer", "throughput", "parity")),
         Option("inputs", str, RANDOM, "the input set, sent as the request's input: random (seeded, each input's "
-               "dtype and range) or a .npz/.npy path under fleet_root"),
+               "dtype and range), deployed (the set imported with the model: fleet models import --data) or a "
+               ".npz/.npy path under fleet_root"),
         Option("seed", int, 0, "random inputs: sample i is drawn from numpy default_rng(seed + i)"),
         Option("samples", int, 8, f"random inputs: how many input sets (1..{MAX_SAMPLES})"),
         Option("sample", int, 0, "task=infer: which input set (mod the number of sets)"),
@@ -188,6 +191,7 @@ class ModelBench(Pipeline):
         self._arts: list[mf.Artifact] = []
         self._model_art: mf.Artifact | None = None
         self._ref_art: mf.Artifact | None = None
+        self._data_art: mf.Artifact | None = None
         self._inputs: dict[tuple, list] = {}
         self._threads = 0
 
@@ -279,6 +283,8 @@ class ModelBench(Pipeline):
         self._arts, self._model_art = arts, art
         ref = [a for a in arts if a.get("role") == "reference" and a.get("format") == "onnx"]
         self._ref_art = next((a for a in ref if a.get("target") == art.get("target")), ref[0] if ref else None)
+        data = [a for a in arts if a.get("role") == "inputs" and a.get("format") in ("npz", "npy")]
+        self._data_art = next((a for a in data if a.get("target") == art.get("target")), data[0] if data else None)
         specs = art.get("inputs") or [t.to_dict() for t in self.model.inputs]
         self.info = {
             "pipeline": self.name, "model_dir": str(model_dir), "model": model_dir.name,
@@ -298,6 +304,11 @@ class ModelBench(Pipeline):
     # -- run ---------------------------------------------------------------------------------
     def _input_sets(self, input_path: Path, options: dict) -> list[dict[str, np.ndarray]]:
         specs = self.info["inputs"]
+        if input_path.name == DEPLOYED and not input_path.exists():
+            if self._data_art is None:
+                raise BadInput(f"input '{DEPLOYED}' but {self.info['model']} was imported without an input set",
+                               f"import it with --data FILE.npz (then fleet deploy), or pass input '{RANDOM}'")
+            input_path = self._data_art.path  # sha256-verified when (re)read below
         rnd = input_path.name == RANDOM and not input_path.exists()
         n = options["samples"]
         if rnd and not 1 <= n <= MAX_SAMPLES:
@@ -305,6 +316,8 @@ class ModelBench(Pipeline):
         key = (RANDOM, options["seed"], n) if rnd else (str(input_path), input_path.stat().st_mtime_ns
                                                         if input_path.exists() else 0)
         if key not in self._inputs:
+            if self._data_art is not None and input_path == self._data_art.path:
+                mf.verify(self._data_art)
             sets = random_inputs(specs, options["seed"], n) if rnd else file_inputs(input_path, specs)
             if not sets:
                 raise BadInput(f"{input_path} holds no samples", "save at least one")

@@ -45,7 +45,8 @@ def imported_entries(board: Board, entries: list[dict]) -> list[dict]:
     can run: target ``cpu`` ONNX (and its reference) on every board; for the board's accelerator
     (or a compatible one: a hailo8l HEF on a hailo8) the compiled .hef/.rknn and its reference on a
     real board, the ONNX entries (the imported emulation model, or the reference standing in for a
-    HEF/RKNN) on an emulated one. [] when the board can run none of them."""
+    HEF/RKNN) on an emulated one; its input set (role ``inputs``, ``--data``) with them. [] when the
+    board can run none of them."""
     acc, out = board.accelerator, []
     for e in entries:
         t, fmt = e.get("target"), e.get("format")
@@ -53,6 +54,8 @@ def imported_entries(board: Board, entries: list[dict]) -> list[dict]:
             out.append(e)
         elif t == acc or (t, acc) in COMPATIBLE:
             if board.emulated and fmt == "onnx":
+                out.append(e)
+            elif e.get("role") == "inputs":  # the input set shipped with the model (--data)
                 out.append(e)
             elif not board.emulated and (fmt in NPU_FORMATS or e.get("role") == "reference"):
                 out.append(e)
@@ -122,6 +125,8 @@ def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str,
         entries = [e for e in manifest["artifacts"] if e.get("model") == model]
         if entries and all(e.get("imported") for e in entries):
             chosen = imported_entries(board, entries)
+            if all(e.get("role") == "inputs" for e in chosen):
+                chosen = []  # input data alone is nothing to run
             for e in chosen:
                 out.append(Artifact(model, Path(e["path"]).name, root / e["path"],
                                     str(e.get("sha256", "")).lower(), e))

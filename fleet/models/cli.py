@@ -84,6 +84,9 @@ def register_import(sub) -> None:
                    help=f"input tensors when the file's reader is absent (HailoRT, rknnlite), or to fix "
                         f"dynamic axes and set random-input ranges: {SPEC_HELP}")
     q.add_argument("--outputs", default=None, metavar="SPEC", help="output tensors, same format without ranges")
+    q.add_argument("--data", type=Path, default=None, metavar="FILE.npz",
+                   help="an input set deployed with the model (model.bench input 'deployed'): a .npz with one "
+                        "array per input name, [*shape] or [N, *shape]; or a .npy for one input")
     q.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="artifacts root (default: $FLEET_ARTIFACTS or <project>/artifacts)")
     q.add_argument("--force", action="store_true", help="replace an import of NAME/TARGET made from another file")
@@ -101,7 +104,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     out_dir = args.out or artifacts_dir()
     res = import_model(args.file, args.name, args.target, out_dir, reference=args.reference,
-                       inputs=args.inputs, outputs=args.outputs, force=args.force)
+                       inputs=args.inputs, outputs=args.outputs, data=args.data, force=args.force)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

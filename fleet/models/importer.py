@@ -69,7 +69,7 @@ DTYPES = ("float32", "float16", "float64", "uint8", "int8", "uint16", "int16", "
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SPEC_HELP = ("NAME:DTYPE[D0,D1,...][=LO..HI] separated by ';', e.g. "
              "'input_ids:int64[1,256]=0..30521;attention_mask:int64[1,256]=1..1'")
-MODEL_ROLE, REFERENCE_ROLE = "model", "reference"
+MODEL_ROLE, REFERENCE_ROLE, DATA_ROLE = "model", "reference", "inputs"
 TOOLCHAIN = {"hef": "hailo_dfc", "rknn": "rknn-toolkit2", "onnx": "onnx"}
 
 
@@ -181,6 +181,15 @@ def read_onnx(path: Path) -> FileInfo:
     except Exception as e:
         raise FleetError(f"{path} is not a readable ONNX model ({type(e).__name__}: {e})",
                          "pass the .onnx file exported by torch.onnx / your toolchain") from None
+    from onnx.external_data_helper import uses_external_data
+
+    external = sorted({e.value for t in m.graph.initializer if uses_external_data(t)
+                       for e in t.external_data if e.key == "location"})
+    if external:
+        raise FleetError(f"{path} keeps its weights in external data files ({', '.join(external)}), which an "
+                         "import would not copy",
+                         "save it as one file first: onnx.save(onnx.load(PATH), OUT, save_as_external_data=False) "
+                         "(ONNX files up to 2 GB)")
     inits = {i.name for i in m.graph.initializer}
     inputs = _onnx_tensors([v for v in m.graph.input if v.name not in inits])
     if not inputs or not m.graph.output:
@@ -425,6 +434,54 @@ def describe_file(path: Path, fmt: str, inputs: list[dict] | None, outputs: list
     return info
 
 
+def check_data(path: Path, inputs: list[dict]) -> int:
+    """The number of samples in an input set for a model with ``inputs``: a .npz holding one array
+    per input name, each [*shape] (one sample) or [N, *shape], all with the same N; a .npy (one
+    input only). Fixed axes must match; a dynamic axis (a name) takes any size.
+
+    Raises:
+        FleetError: another suffix, unreadable file, missing input names, wrong rank or axis, or
+            differing sample counts (the message names the file and the input).
+    """
+    import numpy as np
+
+    names = [t["name"] for t in inputs]
+    fix = "save it with numpy.savez(FILE, **{input_name: array}) (arrays [*shape] or [N, *shape])"
+    if path.suffix.lower() not in (".npz", ".npy"):
+        raise FleetError(f"--data {path} is not a .npz or .npy file", fix)
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k].shape for k in z.files}
+        else:
+            if len(names) != 1:
+                raise FleetError(f"--data {path} is one array but the model has inputs {names}", fix)
+            arrays = {names[0]: np.load(path, allow_pickle=False, mmap_mode="r").shape}
+    except FleetError:
+        raise
+    except Exception as e:
+        raise FleetError(f"--data {path} is not readable by numpy ({type(e).__name__}: {e})", fix) from None
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise FleetError(f"--data {path} lacks input(s) {missing} (it has {sorted(arrays)})", fix)
+    counts = set()
+    for t in inputs:
+        got, want = list(arrays[t["name"]]), list(t["shape"])
+        if len(got) == len(want) + 1:
+            counts.add(got[0])
+            got = got[1:]
+        elif len(got) == len(want):
+            counts.add(1)
+        else:
+            raise FleetError(f"--data {path}: {t['name']} has shape {got}, the input is {want}", fix)
+        if any(isinstance(w, int) and g != w for g, w in zip(got, want)):
+            raise FleetError(f"--data {path}: {t['name']} has shape {got}, the input is {want}", fix)
+    if len(counts) != 1 or 0 in counts:
+        raise FleetError(f"--data {path}: the inputs hold different or zero sample counts {sorted(counts)}",
+                         "save the same number N >= 1 of samples for every input")
+    return counts.pop()
+
+
 def _variant(fmt: str, quantization: str) -> str:
     if fmt in ("hef", "rknn"):
         return "npu"
@@ -432,8 +489,8 @@ def _variant(fmt: str, quantization: str) -> str:
 
 
 def import_model(file: Path, name: str, target: str, out: Path, *, reference: Path | None = None,
-                 inputs: str | None = None, outputs: str | None = None, force: bool = False,
-                 parse_hef=parse_hef_cli) -> dict:
+                 inputs: str | None = None, outputs: str | None = None, data: Path | None = None,
+                 force: bool = False, parse_hef=parse_hef_cli) -> dict:
     """Import one model file (module docstring) into the artifacts root ``out``.
 
     Args:
@@ -444,6 +501,9 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
         reference: an ONNX (usually the float model the file was compiled from) for parity; it
             must have as many inputs and outputs as the model.
         inputs, outputs: tensor SPECs (module docstring).
+        data: an input set shipped with the model (role ``inputs``; model.bench's input
+            ``deployed``): a .npz with one array per input name, each [*shape] or [N, *shape], or a
+            .npy for a single-input model (``check_data``).
         force: replace an earlier import of (name, target) made from another file.
         parse_hef: the HEF arch reader used when the binding has none (tests inject one).
 
@@ -485,8 +545,15 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
     mine = next((e for e in group if e["role"] == MODEL_ROLE), None)
     ref_sha = mf.sha256_file(reference) if reference is not None else None
     old_ref = next((e for e in group if e["role"] == REFERENCE_ROLE), None)
+    data_path, n_samples = None, 0
+    if data is not None:
+        data_path = _check_file(data, "input data")
+        n_samples = check_data(data_path, info.inputs)
+    data_sha = mf.sha256_file(data_path) if data_path is not None else None
+    old_data = next((e for e in group if e["role"] == DATA_ROLE), None)
     if mine is not None and mine["source"].get("sha256") == src_sha \
-            and (old_ref or {}).get("source", {}).get("sha256") == ref_sha:
+            and (old_ref or {}).get("source", {}).get("sha256") == ref_sha \
+            and (old_data or {}).get("source", {}).get("sha256") == data_sha:
         try:
             for e in group:
                 mf.verify_artifact(e, out)
@@ -541,6 +608,18 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
             ref_entry["compile_reason"] = "the float reference of an imported model (parity), not compiled"
         entry["reference"] = {"path": ref_entry["path"], "sha256": ref_sha}
         entries.append(ref_entry)
+    if data_path is not None:
+        data_file = f"{DATA_ROLE}-{target}{data_path.suffix.lower()}"
+        d = {**common, "role": DATA_ROLE, "variant": "data", "format": data_path.suffix.lower().lstrip("."),
+             "path": f"{rel}/{data_file}", "sha256": data_sha, "bytes": data_path.stat().st_size,
+             "inputs": info.inputs, "outputs": [], "quantization": "none", "samples": n_samples,
+             "source": {"path": str(data_path), "sha256": data_sha, "bytes": data_path.stat().st_size}}
+        if target != "cpu":
+            d["toolchain"] = {"name": "numpy", "version": "unknown (imported)"}
+            d["compiled"] = False
+            d["compile_reason"] = "input data for model.bench, not a model"
+        entry["data"] = {"path": d["path"], "sha256": data_sha, "samples": n_samples}
+        entries.append(d)
 
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".import-{name}-{target}-", dir=out))
@@ -548,6 +627,8 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
         shutil.copyfile(src, work / model_file)
         if ref_info is not None:
             shutil.copyfile(ref_path, work / ref_file)
+        if data_path is not None:
+            shutil.copyfile(data_path, work / data_file)
         for e in entries:  # the copies are what the manifest promises (the source may change meanwhile)
             got = mf.sha256_file(work / Path(e["path"]).name)
             if got != e["sha256"]:
@@ -561,7 +642,11 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    return {"entries": entries, "notes": info.notes, "cached": False}
+    notes = list(info.notes)
+    if target == "hailo10h":
+        notes.append("no board family runs hailo10h yet (issue 15 §3 adds the Hailo-10H): fleet deploy ships this "
+                     "entry to no board until then")
+    return {"entries": entries, "notes": notes, "cached": False}
 
 
 def _umask() -> int:
