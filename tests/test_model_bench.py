@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,8 @@ def test_cpu_board_infer_throughput_parity(tmp_path, lab):
         again = req(a, "lab-net", sample=3)
         assert again["outputs"]["y"]["mean"] == r["outputs"]["y"]["mean"]  # seeded: same inputs
         assert req(a, "lab-net", sample=3, seed=5)["outputs"]["y"]["mean"] != r["outputs"]["y"]["mean"]
+        with pytest.raises(BadInput, match="mode=async needs a backend with asynchronous inference"):
+            req(a, "lab-net", task="throughput", mode="async", iterations=5)
         t = req(a, "lab-net", task="throughput", iterations=50)
         assert t["inferences"] == 50 and t["throughput_ips"] > 0 and t["per_inference_ms"]["p50"] > 0
         p = req(a, "lab-net", task="parity")
@@ -197,6 +200,26 @@ def test_real_hailo_board_runs_the_hef_through_hailort(tmp_path, monkeypatch):
         assert p["matched_by"] == {"inputs": "name", "outputs": "position"}  # enc/conv20 vs y
         assert p["summary"]["cosine_min"] == pytest.approx(1.0) and p["summary"]["max_abs_err"] < 1e-6
         assert p["candidate"] == {"backend": "hailo", "artifact": "model-hailo8l.hef", "emulation": None}
+        # mode=async: HailoRT's run_async with wait_for_async_ready, several jobs in flight
+        pipe = next(v for k, v in a.loaded.items() if k[0] == PIPE)
+        cim, log = pipe.model._cim, []
+
+        class Job:
+            def __init__(self, bindings, cb):
+                self.bindings, self.cb = bindings, cb
+
+            def wait(self, timeout_ms):
+                cim.run(self.bindings, timeout_ms)  # the fake computes on completion
+                log.append("done")
+                self.cb(types.SimpleNamespace(exception=None))
+
+        cim.get_async_queue_size = lambda: 3
+        cim.wait_for_async_ready = lambda timeout_ms=1000, frames_count=1: log.append("ready")
+        cim.run_async = lambda bindings, callback=None: log.append("submit") or Job(bindings, callback)
+        t = req(a, "enc", task="throughput", mode="async", iterations=10)
+        assert t["inferences"] == 10 and t["mode"] == "async, up to 3 in flight" and t["throughput_ips"] > 0
+        assert log.count("submit") == log.count("done") == log.count("ready") == 10
+        assert log[:8] == ["ready", "submit"] * 4  # four submitted before the first is waited on
     finally:
         a.close()
     assert hp._state["shutdown"] >= 1 and hp._state["open"] == 0

@@ -30,8 +30,9 @@ Tasks (option ``task``):
 - ``infer``: one inference on sample ``sample`` (mod the number of samples) → ``total_ms`` (the
   backend's run, ms) and output summaries; the controller drives these under the LoadGen
   SingleStream protocol (``fleet/measure/protocol.py``, suites/model_bench).
-- ``throughput``: back-to-back inferences (a stream of requests, one in flight, cycling over the
-  samples) for ``iterations`` or ``duration_s`` → ``inferences``, ``seconds``, ``throughput_ips``
+- ``throughput``: back-to-back inferences (``mode=stream``: one in flight, cycling over the
+  samples; ``mode=async`` on hailo: HailoRT's ``run_async`` with as many in flight as its queue
+  takes, as ``hailortcli benchmark`` measures) for ``iterations`` or ``duration_s`` → ``inferences``, ``seconds``, ``throughput_ips``
   (inferences/s) and per-inference ms; the agent's telemetry divides energy by ``inferences``.
 - ``parity``: every sample through the model and the reference ONNX (fp32, onnxruntime) →
   per-output cosine similarity and max abs error, and a summary shaped like the agent's ``parity``
@@ -181,6 +182,9 @@ class ModelBench(Pipeline):
         Option("sample", int, 0, "task=infer: which input set (mod the number of sets)"),
         Option("iterations", int, 0, "task=throughput: inferences to run (0 = for duration_s)"),
         Option("duration_s", float, 5.0, "task=throughput: how long to run when iterations is 0 (s)"),
+        Option("mode", str, "stream", "task=throughput: stream (one request in flight, every backend) or async "
+               "(hailo: as many in flight as HailoRT's async queue takes, as hailortcli benchmark runs)",
+               choices=("stream", "async")),
     )
 
     def __init__(self, config):
@@ -355,6 +359,17 @@ class ModelBench(Pipeline):
         if iters < 0 or (iters == 0 and not dur > 0):
             raise BadInput(f"task=throughput needs iterations > 0 or duration_s > 0 (got {iters}, {dur})",
                            "set iterations: 1000 or duration_s: 10")
+        if options["mode"] == "async":
+            if not hasattr(self.model, "run_stream"):
+                raise BadInput(f"mode=async needs a backend with asynchronous inference (hailo); this board runs "
+                               f"{self.info['stage']['backend']}", "use mode=stream")
+            r = self.model.run_stream(sets, count=iters or None, duration_s=dur)
+            el = r["seconds"]
+            return {**self._base(), "task": "throughput", "mode": f"async, up to {r['queue_size']} in flight",
+                    "inferences": r["inferences"], "seconds": round(el, 4),
+                    "throughput_ips": round(r["inferences"] / el, 3) if el > 0 else None,
+                    "total_ms": round(el * 1e3, 3), "per_inference_ms": {"mean": round(el * 1e3 / max(r["inferences"], 1), 4)},
+                    "stages": {"inference": {**self.info["stage"], "ms": None}}}
         ms, k = [], 0
         t0 = time.perf_counter()
         while True:
