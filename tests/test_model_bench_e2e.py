@@ -80,3 +80,21 @@ def test_model_bench_suite_on_an_emulated_board(fleet):
     assert lat.backends["inference"] == "onnx"
     assert lat.backends["emulation"] == "cpu ONNX model-cpu.onnx stands in for the hailo8l NPU"
     print({k[1]: round(v.value, 4) for k, v in m.items()})
+
+
+def test_a_model_neither_deployed_nor_imported_fails_with_the_fix(fleet, tmp_path):
+    """A suite.yml naming a model nobody imported: test_agent_reports_board fails with the import
+    command and the measuring tests skip (a suite that skipped everything would look like a pass)."""
+    import shutil
+
+    suite = tmp_path / "model_bench"
+    shutil.copytree(SUITE, suite)
+    text = (suite / "suite.yml").read_text().replace("model: minilm-bench", "model: nobody-imported-me")
+    (suite / "suite.yml").write_text(text)
+    run_id, rc = run_suite(str(suite), str(fleet["inventory"]), db=str(fleet["db"]), quiet=True)
+    results = {r.test: r for r in Store(fleet["db"]).results(run_id)}
+    assert rc == 1, [(r.test, r.outcome, r.message[:200]) for r in results.values()]
+    first = results["test_agent_reports_board"]
+    assert first.outcome == "failed" and "fleet models import FILE --name nobody-imported-me" in first.message
+    for t in ("test_latency", "test_throughput", "test_parity"):
+        assert results[t].outcome == "skipped" and "nor imported" in results[t].message, (t, results[t].outcome)

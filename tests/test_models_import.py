@@ -124,6 +124,11 @@ def test_reimport_is_a_no_op_and_another_file_needs_force(src, out, tmp_path):
     first = snapshot(out)
     assert import_model(src, "m", "cpu", out)["cached"] is True
     assert snapshot(out) == first
+    # the same file with another --inputs spec (a range) is recorded again
+    res = import_model(src, "m", "cpu", out, inputs="x:float32[2,4]=0..1")
+    assert res["cached"] is False and res["entries"][0]["inputs"][0]["range"] == [0, 1]
+    import_model(src, "m", "cpu", out)
+    assert snapshot(out) == first
     other = tiny_onnx(tmp_path / "other.onnx", outputs=2)
     with pytest.raises(FleetError, match="already imported from") as ei:
         import_model(other, "m", "cpu", out)

@@ -174,8 +174,11 @@ def read_onnx(path: Path) -> FileInfo:
     Raises:
         FleetError: not an ONNX model (the protobuf does not parse, or no graph inputs).
     """
-    import onnx
-
+    try:
+        import onnx
+    except ImportError as e:
+        raise FleetError(f"cannot read {path}: the onnx package is not importable ({e})",
+                         "pip install onnx==1.23.2 (in fleet's controller extras: pip install -e '.[controller]')") from None
     try:
         m = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -553,7 +556,8 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
     old_data = next((e for e in group if e["role"] == DATA_ROLE), None)
     if mine is not None and mine["source"].get("sha256") == src_sha \
             and (old_ref or {}).get("source", {}).get("sha256") == ref_sha \
-            and (old_data or {}).get("source", {}).get("sha256") == data_sha:
+            and (old_data or {}).get("source", {}).get("sha256") == data_sha \
+            and mine.get("inputs") == info.inputs and mine.get("outputs") == info.outputs:
         try:
             for e in group:
                 mf.verify_artifact(e, out)

@@ -13,7 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fleet.errors import FleetError
 from fleet.measure.protocol import Measurement, Protocol, reading_temps
+from fleet.models.manifest import read_manifest
+from fleet.paths import artifacts_dir
 from fleet.measure.report import headline
 from fleet.runner.parity_check import record_and_check
 
@@ -32,6 +35,9 @@ def loaded(board, board_info, agent, suite) -> dict:
     """The pipeline's load reply on ``board`` (backend, artifact, emulation, reference present);
     skips a board the model was not deployed to (it has no file of the model it can run)."""
     if suite.model not in board_info.get("models", {}):
+        if not _in_controller_manifest(suite.model):
+            pytest.skip(f"{suite.model} is not deployed on {board.name}, nor imported (test_agent_reports_board "
+                        "says how)")
         pytest.skip(f"{suite.model} is not deployed on {board.name}: none of its files runs on a "
                     f"{'emulated ' if board.emulated else ''}{board.accelerator} board (fleet deploy ships an "
                     "import only where it runs)")
@@ -39,6 +45,14 @@ def loaded(board, board_info, agent, suite) -> dict:
         a = _args(suite)
         _loaded[board.name] = agent.request("load", {k: a[k] for k in ("pipeline", "model_dir", "options")}).result
     return _loaded[board.name]
+
+
+def _in_controller_manifest(model: str) -> bool:
+    """Whether the controller's artifacts manifest ($FLEET_ARTIFACTS or artifacts/) lists ``model``."""
+    try:
+        return any(e.get("model") == model for e in read_manifest(artifacts_dir()))
+    except FleetError:
+        return False
 
 
 def _record_stage(record, r: dict) -> None:
@@ -73,6 +87,10 @@ def test_agent_reports_board(board, board_info, suite):
     assert board_info["accelerator"] == board.accelerator
     assert board_info["emulated"] == board.emulated
     assert suite.pipeline in board_info.get("pipelines", {}), f"agent on {board.name} lacks {suite.pipeline}"
+    if suite.model not in board_info.get("models", {}) and not _in_controller_manifest(suite.model):
+        pytest.fail(f"model {suite.model!r} is not deployed on {board.name} and not in the controller's artifacts "
+                    f"manifest ({artifacts_dir() / 'manifest.json'}): import it (fleet models import FILE --name "
+                    f"{suite.model} --target TARGET), then fleet deploy", pytrace=False)
 
 
 def test_latency(board, measurement, loaded, thresholds, record):
