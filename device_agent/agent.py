@@ -193,7 +193,9 @@ class Agent:
         self._ensure_loaded(args, timings)
         with Sampler(self.sensors, rate) as sampler:
             result = self.run(args, timings)
-        return {**result, "telemetry": sampler.telemetry(inferences=1)}
+        # a request may run many inferences (model.bench task=throughput says how many)
+        n = result.get("inferences") if isinstance(result.get("inferences"), int) and result["inferences"] > 0 else 1
+        return {**result, "telemetry": sampler.telemetry(inferences=n)}
 
     def telemetry(self) -> dict:
         """One reading of every sensor now: ``{"t0", "channels", "values": {ch: value}, "errors"}``

@@ -14,6 +14,7 @@ Layers and entry points:
     artifacts  `fleet-agent serve`: run asr.whisper_hybrid with model_dir = a broken model folder
     corpus     `fleet-agent serve`: run rag.hybrid on the collection folder
     protocol   `fleet-agent serve`: the raw line
+    models     `fleet models import FILE --name N --target T --out TMP`
 
 Cases also covered at unit level elsewhere: protocol decoding (test_agent_protocol.py), more
 collection checks (test_rag_collection.py: qrels, ids, malformed lines), HEF arch in `fleet doctor`
@@ -116,7 +117,7 @@ SUITE_CASES = [
     # (file, words the message must hold, words the fix must hold); each fails on its own problem:
     # the suite folder gets a test file, except for no_tests.yml
     ("unknown_pipeline.yml", ["pipeline: unknown pipeline 'asr.whisper_large'"],
-     "did you mean 'asr.whisper_hybrid'? known pipelines: asr.whisper_hybrid, rag.hybrid"),
+     "did you mean 'asr.whisper_hybrid'? known pipelines: asr.whisper_hybrid, model.bench, rag.hybrid"),
     ("unknown_model.yml", ["model: unknown model 'whisper-tiny'"], "did you mean 'whisper-tiny.en'? known models: "),
     ("unknown_dataset.yml", ["dataset: unknown dataset 'speach'"], "did you mean 'speech'? known datasets: "),
     ("unknown_option.yml", ["unknown option 'options.precison' of pipeline asr.whisper_hybrid"],
@@ -309,3 +310,37 @@ def test_agent_cli_exit_codes(served, args, rc, etype):
     assert p.returncode == rc, p.stderr
     assert json.loads(p.stdout)["error"]["type"] == etype
     assert f"fleet-agent: {etype}: " in p.stderr and "\n  fix: " in p.stderr
+
+
+# =============================================================================================
+# models: `fleet models import FILE --name N --target T [--inputs SPEC] --out TMP`
+# =============================================================================================
+MODEL_CASES = [
+    # (file, extra args, words the message must hold, words the fix must hold)
+    ("models/empty.onnx", [], ["model file", "empty.onnx is empty (0 bytes)"], "pass the model file itself"),
+    ("models/not_onnx.onnx", [], ["not_onnx.onnx is not a readable ONNX model"], "pass the .onnx file exported"),
+    ("models/model.tflite", [], ["model.tflite: unknown model format '.tflite'"], "import a .onnx, .hef"),
+    ("artifacts/encoder_hailo8.hef", [], ["encoder_hailo8.hef is a HEF, which only a Hailo NPU runs, but --target is cpu"],
+     "use --target hailo8l | hailo8 | hailo10h"),
+    ("models/tiny.onnx", ["--inputs", "pixels:float32[2,4]"], ["--inputs names ['pixels'] but tiny.onnx has ['x']"],
+     "use the file's tensor names"),
+    ("models/tiny.onnx", ["--inputs", "x:int64[2,4]"], ["--inputs: x is float32 in tiny.onnx, not int64"],
+     "write x:float32[...]"),
+    ("models/tiny.onnx", ["--name", "whisper-tiny.en"], ["--name 'whisper-tiny.en' is a model fleet builds itself"],
+     "import it under another name"),
+]
+
+
+@pytest.mark.parametrize("name, extra, words, fix", MODEL_CASES,
+                         ids=[f"{c[0]}{'+' + c[1][0] if c[1] else ''}" for c in MODEL_CASES])
+def test_models_import(name, extra, words, fix, tmp_path, capsys):
+    f = CORPUS / name
+    before = f.read_bytes()
+    args = ["models", "import", f, "--target", "cpu", "--out", tmp_path / "artifacts"]
+    rc, err = _fleet(capsys, *args, *(extra if "--name" in extra else ["--name", "lab-model", *extra]))
+    assert rc == 2, err
+    msg, _, fix_line = err.partition("\n  fix: ")
+    for w in words:
+        assert w in msg, err
+    assert fix in fix_line, err
+    assert f.read_bytes() == before and list(tmp_path.iterdir()) == []   # nothing written

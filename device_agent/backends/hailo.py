@@ -74,30 +74,100 @@ class HailoModel(LoadedModel):
         self.outputs = [TensorInfo(n, tuple(infer_model.output(n).shape), "float32")
                         for n in infer_model.output_names]
 
+    def _bind(self, inputs: dict[str, np.ndarray]):
+        """(bindings, output buffers) for one frame: FLOAT32 C-contiguous input buffers in the stream
+        shape, empty FLOAT32 output buffers. Raises BadInput on a size mismatch."""
+        bindings = self._cim.create_bindings()
+        for t in self.inputs:
+            x = np.asarray(inputs[t.name], dtype=np.float32)
+            if x.size != int(np.prod(t.shape)):
+                raise BadInput(f"{self.path.name}: input {t.name} has {x.size} values, the HEF "
+                               f"stream {t.shape} needs {int(np.prod(t.shape))}",
+                               "feed one frame in the HEF's layout (NHWC without batch)")
+            bindings.input(self._stream[t.name]).set_buffer(np.ascontiguousarray(x.reshape(t.shape)))
+        outs = {t.name: np.empty(t.shape, dtype=np.float32) for t in self.outputs}
+        for name, buf in outs.items():
+            bindings.output(name).set_buffer(buf)
+        return bindings, outs
+
+    def _failed(self, e: Exception) -> ModelError:
+        return ModelError(f"{self.path.name}: HailoRT run failed: {type(e).__name__}: {e}",
+                          "check `hailortcli fw-control identify` and dmesg | grep hailo; "
+                          "HailoRT, hailo-dkms and python3-hailort must be the same version")
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self, inputs)
         if self._cim is None:
             raise ModelError(f"{self.path.name}: model was closed", "load it again")
         try:
-            bindings = self._cim.create_bindings()
-            for t in self.inputs:
-                x = np.asarray(inputs[t.name], dtype=np.float32)
-                if x.size != int(np.prod(t.shape)):
-                    raise BadInput(f"{self.path.name}: input {t.name} has {x.size} values, the HEF "
-                                   f"stream {t.shape} needs {int(np.prod(t.shape))}",
-                                   "feed one frame in the HEF's layout (NHWC without batch)")
-                bindings.input(self._stream[t.name]).set_buffer(np.ascontiguousarray(x.reshape(t.shape)))
-            outs = {t.name: np.empty(t.shape, dtype=np.float32) for t in self.outputs}
-            for name, buf in outs.items():
-                bindings.output(name).set_buffer(buf)
+            bindings, outs = self._bind(inputs)
             self._cim.run([bindings], self.timeout_ms)
         except BadInput:
             raise
         except Exception as e:  # HailoRTException and friends
-            raise ModelError(f"{self.path.name}: HailoRT run failed: {type(e).__name__}: {e}",
-                             "check `hailortcli fw-control identify` and dmesg | grep hailo; "
-                             "HailoRT, hailo-dkms and python3-hailort must be the same version") from None
+            raise self._failed(e) from None
         return {name: buf[None] for name, buf in outs.items()}
+
+    def run_stream(self, feeds: list[dict[str, np.ndarray]], count: int | None = None,
+                   duration_s: float | None = None, clock=None) -> dict:
+        """Asynchronous inferences, as many in flight as HailoRT's queue takes (HailoRT Async
+        Inference tutorial: ``wait_for_async_ready(timeout_ms)`` before each ``run_async([bindings],
+        callback)``, then ``job.wait(timeout_ms)``): the throughput ``hailortcli benchmark`` reports.
+        Each job's bindings and buffers are kept until it completes.
+
+        Args:
+            feeds: input sets, cycled.
+            count: inferences to submit; or ``duration_s``: submit until then (s).
+            clock: monotonic seconds (default time.perf_counter).
+
+        Returns:
+            {"inferences", "seconds" (first submission to last completion), "queue_size"}.
+
+        Raises:
+            ModelError: the binding has no run_async, a job failed or timed out.
+        """
+        import collections
+        import time
+
+        clock = clock or time.perf_counter
+        cim = self._cim
+        if cim is None:
+            raise ModelError(f"{self.path.name}: model was closed", "load it again")
+        if not hasattr(cim, "run_async") or not hasattr(cim, "wait_for_async_ready"):
+            raise ModelError(f"{self.path.name}: this HailoRT binding has no run_async", "upgrade HailoRT to 4.16+, "
+                             "or measure throughput with mode=stream")
+        for f in feeds:
+            check_inputs(self, f)
+        try:
+            depth = int(cim.get_async_queue_size()) if hasattr(cim, "get_async_queue_size") else 4
+        except Exception:
+            depth = 4
+        errors: list = []
+
+        def done(completion_info=None):
+            exc = getattr(completion_info, "exception", None)
+            if exc:
+                errors.append(exc)
+
+        pending: collections.deque = collections.deque()
+        k, t0 = 0, clock()
+        try:
+            while (count is not None and k < count) or (count is None and clock() - t0 < (duration_s or 0)):
+                cim.wait_for_async_ready(timeout_ms=self.timeout_ms)
+                bindings, outs = self._bind(feeds[k % len(feeds)])
+                pending.append((cim.run_async([bindings], done), bindings, outs))
+                k += 1
+                while len(pending) > max(depth, 1):
+                    pending.popleft()[0].wait(self.timeout_ms)
+            while pending:
+                pending.popleft()[0].wait(self.timeout_ms)
+        except BadInput:
+            raise
+        except Exception as e:
+            raise self._failed(e) from None
+        if errors:
+            raise self._failed(errors[0])
+        return {"inferences": k, "seconds": clock() - t0, "queue_size": depth}
 
     def close(self) -> None:
         if self._cim is not None:

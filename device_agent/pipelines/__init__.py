@@ -5,11 +5,12 @@ from __future__ import annotations
 from ..protocol import UnknownPipeline
 from .asr_whisper import WhisperHybrid
 from .base import Option, Pipeline
+from .model_bench import ModelBench
 from .rag_hybrid import RagHybrid
 from .vc_pitch_shift import VcPitchShift
 
 PIPELINES: dict[str, type[Pipeline]] = {WhisperHybrid.name: WhisperHybrid, RagHybrid.name: RagHybrid,
-                                       VcPitchShift.name: VcPitchShift}
+                                       VcPitchShift.name: VcPitchShift, ModelBench.name: ModelBench}
 
 
 def npu_roles(model: str) -> set[str]:

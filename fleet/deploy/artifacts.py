@@ -35,6 +35,33 @@ def target_entries(board: Board, entries: list[dict]) -> list[dict]:
     return [e for e in mine if e.get("format") in NPU_FORMATS]
 
 
+#: (artifact target, board accelerator) pairs that run although they differ: HailoRT runs a Hailo-8L
+#: HEF on a Hailo-8 (device_agent.manifest.COMPATIBLE)
+COMPATIBLE = {("hailo8l", "hailo8")}
+
+
+def imported_entries(board: Board, entries: list[dict]) -> list[dict]:
+    """The entries of an imported model (``fleet models import``, ``imported: true``) that ``board``
+    can run: target ``cpu`` ONNX (and its reference) on every board; for the board's accelerator
+    (or a compatible one: a hailo8l HEF on a hailo8) the compiled .hef/.rknn and its reference on a
+    real board, the ONNX entries (the imported emulation model, or the reference standing in for a
+    HEF/RKNN) on an emulated one; its input set (role ``inputs``, ``--data``) with them. [] when the
+    board can run none of them."""
+    acc, out = board.accelerator, []
+    for e in entries:
+        t, fmt = e.get("target"), e.get("format")
+        if t == "cpu":
+            out.append(e)
+        elif t == acc or (t, acc) in COMPATIBLE:
+            if board.emulated and fmt == "onnx":
+                out.append(e)
+            elif e.get("role") == "inputs":  # the input set shipped with the model (--data)
+                out.append(e)
+            elif not board.emulated and (fmt in NPU_FORMATS or e.get("role") == "reference"):
+                out.append(e)
+    return out
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One manifest entry resolved against the artifacts folder.
@@ -83,10 +110,12 @@ def load_manifest(artifacts_dir: Path) -> dict:
 def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str, ...] | None = None) -> list[Artifact]:
     """The artifacts ``board`` can run: target ``cpu`` entries of ``models`` (default: every model
     in the manifest) for every board, plus its accelerator's NPU build (``target_entries``):
-    HEF/RKNN on a real board, the static QDQ INT8 emulation models on an emulated one.
+    HEF/RKNN on a real board, the static QDQ INT8 emulation models on an emulated one. An imported
+    model (``imported: true``) goes only where it runs (``imported_entries``), and not at all to a
+    board that runs none of its files.
 
     Raises:
-        FleetError: a model has no ``cpu`` entries in the manifest.
+        FleetError: a built model has no ``cpu`` entries in the manifest, or a model is not in it.
     """
     root = Path(artifacts_dir).resolve()
     out: list[Artifact] = []
@@ -94,11 +123,20 @@ def select(board: Board, manifest: dict, artifacts_dir: Path, models: tuple[str,
         models = tuple(sorted({str(e.get("model")) for e in manifest["artifacts"]}))
     for model in models:
         entries = [e for e in manifest["artifacts"] if e.get("model") == model]
+        if entries and all(e.get("imported") for e in entries):
+            chosen = imported_entries(board, entries)
+            if all(e.get("role") == "inputs" for e in chosen):
+                chosen = []  # input data alone is nothing to run
+            for e in chosen:
+                out.append(Artifact(model, Path(e["path"]).name, root / e["path"],
+                                    str(e.get("sha256", "")).lower(), e))
+            continue
         cpu = [e for e in entries if e.get("target") == "cpu"]
         if not cpu:
             raise FleetError(
                 f"{root / 'manifest.json'} has no target 'cpu' artifacts for {model}",
-                f"build them: {build_hint(model)}",
+                f"build them: {build_hint(model)}" + ("" if entries else
+                                                      f"; or import it: fleet models import FILE --name {model} --target TARGET"),
             )
         chosen = list(cpu) + target_entries(board, entries)
         for e in chosen:
@@ -138,6 +176,10 @@ def verify(artifacts: list[Artifact]) -> None:
             the rebuild command.
     """
     problems, models, seen = [], set(), set()
+    from fleet.models.manifest import rebuild_command
+
+    hints = {a.model: (rebuild_command(a.entry) if a.entry.get("imported") else build_hint(a.model))
+             for a in artifacts}
     for a in artifacts:
         if a.src in seen:
             continue
@@ -153,7 +195,7 @@ def verify(artifacts: list[Artifact]) -> None:
     if problems:
         raise FleetError(
             "artifacts are missing or corrupt, nothing was deployed:\n  " + "\n  ".join(problems),
-            "rebuild them: " + "; ".join(build_hint(m) for m in sorted(models)),
+            "rebuild them: " + "; ".join(hints[m] for m in sorted(models)),
         )
 
 

@@ -37,6 +37,7 @@ def register(subparsers) -> None:
                    help="print the entries and measurements as JSON on stdout")
     b.set_defaults(func=cmd_build)
     register_parity(sub)
+    register_import(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -59,6 +60,69 @@ def register_parity(sub) -> None:
     q.add_argument("--no-store", action="store_true", help="do not write the result into the manifest")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=cmd_parity)
+
+
+def register_import(sub) -> None:
+    """``fleet models import FILE --name NAME --target TARGET`` (fleet.models.importer)."""
+    from fleet.models.importer import SPEC_HELP, TARGETS
+
+    q = sub.add_parser("import", help="import a lab's own .onnx / .hef / .rknn as a model fleet deploys",
+                       description="Record FILE in the artifacts manifest as model NAME for TARGET, as "
+                                   "`fleet models build` records its own (sha256, source, I/O, quantization, "
+                                   "imported: true); `fleet deploy` then ships it to the boards that can run it "
+                                   "and the model.bench pipeline (suites/model_bench) benchmarks it. FILE is "
+                                   "copied, never changed (fleet.models.importer).")
+    q.add_argument("file", type=Path, metavar="FILE", help=".onnx (any target), .hef (hailo8l, hailo8, hailo10h) "
+                                                          "or .rknn (rk3588)")
+    q.add_argument("--name", required=True, help="model name (folder on the boards: models/NAME)")
+    q.add_argument("--target", required=True, metavar="TARGET",
+                   help=f"one of: {', '.join(TARGETS)}; an .onnx for an NPU target is what emulated boards "
+                        "of that target run")
+    q.add_argument("--reference", type=Path, default=None, metavar="REF.onnx",
+                   help="the float ONNX the model was compiled from: model.bench compares the two (parity)")
+    q.add_argument("--inputs", default=None, metavar="SPEC",
+                   help=f"input tensors when the file's reader is absent (HailoRT, rknnlite), or to fix "
+                        f"dynamic axes and set random-input ranges: {SPEC_HELP}")
+    q.add_argument("--outputs", default=None, metavar="SPEC", help="output tensors, same format without ranges")
+    q.add_argument("--data", type=Path, default=None, metavar="FILE.npz",
+                   help="an input set deployed with the model (model.bench input 'deployed'): a .npz with one "
+                        "array per input name, [*shape] or [N, *shape]; or a .npy for one input")
+    q.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="artifacts root (default: $FLEET_ARTIFACTS or <project>/artifacts)")
+    q.add_argument("--force", action="store_true", help="replace an import of NAME/TARGET made from another file")
+    q.add_argument("--json", action="store_true", help="print the entries as JSON")
+    q.set_defaults(func=cmd_import)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Handler of ``fleet models import``: notes on stderr, the entries on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fleet.models.importer import import_model
+    from fleet.paths import artifacts_dir
+
+    out_dir = args.out or artifacts_dir()
+    res = import_model(args.file, args.name, args.target, out_dir, reference=args.reference,
+                       inputs=args.inputs, outputs=args.outputs, data=args.data, force=args.force)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for n in res["notes"]:
+        err.print(f"[yellow]note:[/yellow] {n}")
+    table = Table(title=f"{args.name} ({args.target}) → {out_dir}")
+    for col in ("role", "format", "file", "MB", "sha256", "inputs", "outputs", "quantization"):
+        table.add_column(col, justify="right" if col == "MB" else "left")
+
+    def io(ts):
+        return "; ".join(f"{t['name']}:{t['dtype']}{t['shape']}" for t in ts)
+
+    for e in res["entries"]:
+        table.add_row(e["role"], e["format"], Path(e["path"]).name, f"{e['bytes'] / 1e6:.1f}", e["sha256"][:12],
+                      io(e["inputs"]), io(e["outputs"]), e.get("quantization", ""))
+    Console(soft_wrap=True).print(table)
+    return 0
 
 
 def cmd_parity(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ Format::
 
 An entry is a plain dict: model, role, variant, target, format, path (relative to the artifacts
 root), sha256, bytes, inputs, outputs, quantization, source, exporter; NPU-target entries add
-toolchain, compiled (+ compile_reason) and calibration (entry_problems). Entries are unique by
+toolchain, compiled (+ compile_reason) and calibration (entry_problems); imported entries
+(``fleet models import``) say ``imported: true`` and name their source file. Entries are unique by
 (model, role, variant, target).
 """
 
@@ -32,10 +33,15 @@ CALIBRATION_FIELDS = ("path", "sha256", "n")
 def entry_problems(entry: dict) -> list[str]:
     """What an entry lacks: REQUIRED fields; for targets other than cpu also ``toolchain``
     {name, version}, ``quantization``, ``compiled`` (bool; ``compile_reason`` when false) and,
-    on quantized variants (not fp32), ``calibration`` {path, sha256, n}."""
+    on quantized variants (not fp32), ``calibration`` {path, sha256, n}. Imported entries
+    (``imported: true``, fleet.models.importer) need ``source`` {path, sha256} and no calibration."""
     if not isinstance(entry, dict):
         return ["is not an object"]
     missing = [k for k in REQUIRED if k not in entry]
+    if entry.get("imported"):
+        src = entry.get("source")
+        if not (isinstance(src, dict) and src.get("path") and src.get("sha256")):
+            missing.append("source.path/sha256")
     if missing or entry["target"] == "cpu":
         return missing
     missing += [k for k in NPU_REQUIRED if k not in entry]
@@ -44,7 +50,7 @@ def entry_problems(entry: dict) -> list[str]:
         missing.append("toolchain.name/version")
     if entry.get("compiled") is False and not entry.get("compile_reason"):
         missing.append("compile_reason")
-    if entry.get("variant") != "fp32":
+    if entry.get("variant") != "fp32" and not entry.get("imported"):  # an import's calibration is the lab's
         cal = entry.get("calibration")
         if not isinstance(cal, dict):
             missing.append("calibration")
@@ -70,6 +76,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def rebuild_command(entry: dict) -> str:
     """The command that rebuilds an entry's artifacts."""
     model, target = entry.get("model", "?"), entry.get("target", "?")
+    if entry.get("imported"):
+        src = (entry.get("source") or {}).get("path", "FILE")
+        return f"fleet models import {src} --name {model} --target {target} --force"
     return f"fleet models build {model} --target {target} --force"
 
 

@@ -7,7 +7,8 @@ suite.yml keys:
     pipeline: str                    a device_agent pipeline, e.g. asr.whisper_hybrid
     model: str                       the artifact set the pipeline loads, e.g. whisper-tiny.en
     dataset: str                     a catalog data set (fleet datasets list), read from the data root
-                                     ($FLEET_DATA) and deployed to fleet_root/data/<dataset>
+                                     ($FLEET_DATA) and deployed to fleet_root/data/<dataset>;
+                                     optional for the model.bench pipeline (random or .npz inputs)
     requires: {accelerators: [..], boards: [..]}   which boards the suite runs on (default: all)
     options: {..}                    pipeline options passed with every request
     request_timeout_s: float         per-request timeout (s), default 120
@@ -54,6 +55,8 @@ THRESHOLD_KEYS = {
     "latency_p99_ms_max": ("latency_p99_ms", "max", "ms"),
     "energy_per_inference_j_max": ("energy_per_inference_j", "max", "J"),
     "rtf_max": ("rtf", "max", "ratio"),
+    # model_bench (suites/model_bench: the model.bench pipeline's stream of back-to-back inferences)
+    "throughput_ips_min": ("throughput_ips", "min", "inferences/s"),
     # rag_embedder (hybrid mode per collection; parity = min cosine to sentence-transformers)
     "cranfield_ndcg_at_10_min": ("hybrid_ndcg_at_10", "min", "ratio"),
     "cranfield_recall_at_10_min": ("hybrid_recall_at_10", "min", "ratio"),
@@ -190,7 +193,7 @@ def load_suite(suite_dir: str | Path) -> Suite:
     except ValueError as e:
         raise FleetError(f"{f}: {e}", "see the measurement: block of suites/whisper_hybrid/suite.yml") from None
     return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
-                 dataset=data["dataset"], accelerators=accs, boards=boards, options=dict(data.get("options") or {}),
+                 dataset=data.get("dataset") or "", accelerators=accs, boards=boards, options=dict(data.get("options") or {}),
                  thresholds={k: dict(v or {}) for k, v in th.items()},
                  request_timeout_s=float(data.get("request_timeout_s", 120.0)),
                  reconnect_timeout_s=float(data.get("reconnect_timeout_s", RECONNECT_TIMEOUT_S)),

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from fleet.errors import FleetError
@@ -34,6 +34,8 @@ from fleet.measure.protocol import REMOVED_KEYS as REMOVED_MEASUREMENT_KEYS
 from fleet.remote.session import RECONNECT_TIMEOUT_S
 
 SCHEMA_FILE = "docs/suite.schema.json"  # relative to the repository root
+#: the generic pipeline whose model is any imported (or built) model, and which needs no data set
+BENCH_PIPELINE = "model.bench"
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
@@ -81,8 +83,11 @@ def _per_class(name: str, limits: type[BaseModel], classes, doc: str) -> type[Ba
 
 
 def _options_schema() -> list[dict]:
-    """``if pipeline is P then options has P's declared options only``, one clause per pipeline."""
+    """``if pipeline is P then options has P's declared options only``, one clause per pipeline;
+    the model is a built one (enum) except for model.bench, where it is any model name (imported)."""
     from device_agent.pipelines import PIPELINES
+    from fleet.models.build import KNOWN_MODELS
+    from fleet.models.importer import NAME_RE
 
     out = []
     for name, cls in sorted(PIPELINES.items()):
@@ -96,9 +101,13 @@ def _options_schema() -> list[dict]:
             if o.default is None or isinstance(o.default, (int, float, str, bool)):
                 p["default"] = o.default
             props[o.name] = p
-        out.append({"if": {"properties": {"pipeline": {"const": name}}, "required": ["pipeline"]},
-                    "then": {"properties": {"options": {"type": ["object", "null"], "properties": props,
-                                                        "additionalProperties": False}}}})
+        model = ({"type": "string", "pattern": NAME_RE.pattern} if name == BENCH_PIPELINE
+                 else {"enum": sorted(KNOWN_MODELS)})
+        then: dict[str, Any] = {"properties": {"options": {"type": ["object", "null"], "properties": props,
+                                                           "additionalProperties": False}, "model": model}}
+        if name != BENCH_PIPELINE:
+            then["required"] = ["dataset"]
+        out.append({"if": {"properties": {"pipeline": {"const": name}}, "required": ["pipeline"]}, "then": then})
     return out
 
 
@@ -114,7 +123,9 @@ def suite_model() -> type[BaseModel]:
     Accelerator = _one_of("accelerator", ACCELERATORS, "fleet.inventory")
     BoardClass = _one_of("board", BOARD_CLASSES, "fleet.inventory")
     PipelineName = _one_of("pipeline", PIPELINES, "device_agent.pipelines")
-    ModelName = _one_of("model", KNOWN_MODELS, "the model recipes: fleet models build --help")
+    known_models = sorted(KNOWN_MODELS)
+    from fleet.models.importer import NAME_RE
+
     DatasetName = _one_of("dataset", load_catalog(), "fleet datasets list")
 
     class Requires(_Strict):
@@ -160,8 +171,10 @@ def suite_model() -> type[BaseModel]:
         name: Optional[str] = Field(None, min_length=1, description="suite name (default: the folder name)")
         description: Optional[str] = None
         pipeline: PipelineName = Field(description="a device_agent pipeline")
-        model: ModelName = Field(description="the artifact set the pipeline loads")
-        dataset: DatasetName = Field(description="a catalog data set, read from the data root ($FLEET_DATA)")
+        model: str = Field(description="the artifact set the pipeline loads: a built model (fleet models build), "
+                                       f"or for {BENCH_PIPELINE} any model name, e.g. one given to fleet models import")
+        dataset: Optional[DatasetName] = Field(None, description="a catalog data set, read from the data root "
+                                               f"($FLEET_DATA); required except for {BENCH_PIPELINE}")
         requires: Optional[Requires] = None
         options: Optional[dict[str, Any]] = Field(None, description="pipeline options sent with every request "
                                                   "(the pipeline's declared options: fleet-agent info)")
@@ -174,6 +187,23 @@ def suite_model() -> type[BaseModel]:
         measurement: Optional[Measurement] = None
         thresholds: Optional[Thresholds] = None
         parity: Optional[Parity] = None
+
+        @field_validator("model")
+        @classmethod
+        def _model(cls, v: str, info: ValidationInfo) -> str:
+            if info.data.get("pipeline") == BENCH_PIPELINE:
+                if not NAME_RE.match(v):
+                    raise PydanticCustomError("unknown_name", "'{value}' is not a model name",
+                                              {"value": v, "fix": "use lower-case letters, digits, '.', '_' or '-' "
+                                                                  "(the --name given to fleet models import)"})
+                return v
+            if v not in known_models:
+                raise PydanticCustomError("unknown_name", "unknown {what} '{value}'",
+                                          {"what": "model", "value": v,
+                                           "fix": f"{did_you_mean(v, known_models)}known models: "
+                                                  f"{', '.join(known_models)} (the model recipes: fleet models build "
+                                                  f"--help; pipeline {BENCH_PIPELINE} takes imported models)"})
+            return v
 
     return Suite
 
@@ -296,6 +326,9 @@ def validate(f: Path, data: dict) -> None:
     except ValidationError as e:
         issues += [_issue(err) for err in e.errors(include_url=False)]
     issues += _option_issues(data)
+    if isinstance(data.get("pipeline"), str) and data.get("pipeline") != BENCH_PIPELINE and "dataset" not in data:
+        issues.append(("missing key 'dataset'", "set dataset: in suite.yml (docs/suite.schema.json); only "
+                                                f"{BENCH_PIPELINE} runs without one"))
     if len(issues) == 1:
         raise FleetError(f"{f}: {issues[0][0]}", issues[0][1])
     if issues:
