@@ -27,6 +27,8 @@ BOARD_CLASSES = {
     "cpu": {"cpu"},
 }
 ACCELERATORS = {"hailo8l", "hailo8", "rk3588", "cpu"}
+ARCHES = {"x86_64", "aarch64"}
+CPU_EMULATORS = {"qemu-user"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class Board:
         reconnect_timeout_s: host var ``fleet_reconnect_timeout_s``: how long (s) `fleet test`
             retries SSH to this board when it does not answer or its link drops (a board that
             reboots); None = the suite's ``reconnect_timeout_s``. It wins over the suite's.
+        arch: host var ``arch``: the board's CPU architecture (``aarch64``, ``x86_64``), "" = not said.
+        python_version: host var ``fleet_python_version`` (``3.11``): the board's Python, for its
+            wheelhouse; "" = not said.
+        cpu_emulated: host var ``cpu_emulated``: ``qemu-user`` when the board's CPU is emulated
+            (results from it say so; its latency is never valid), "" for a native CPU.
     """
 
     name: str
@@ -62,6 +69,9 @@ class Board:
     python: str = "/usr/bin/python3"
     wheel_platform: str = ""
     reconnect_timeout_s: float | None = None
+    arch: str = ""
+    python_version: str = ""
+    cpu_emulated: str = ""
 
     @property
     def board_class(self) -> str:
@@ -221,6 +231,25 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
                 f"{hv.get('fleet_reconnect_timeout_s')!r}, not a number of seconds >= 0",
                 "give the seconds to retry SSH to the board, e.g. fleet_reconnect_timeout_s: 90 for a board that reboots",
             )
+    arch = str(hv.get("arch") or "")
+    if arch and arch not in ARCHES:
+        raise FleetError(f"inventory {source}: host '{name}' has unknown arch '{arch}'",
+                         f"use one of: {', '.join(sorted(ARCHES))} (`uname -m` on the board)")
+    wheel_platform = str(hv.get("fleet_wheel_platform", "") or "")
+    if arch == "aarch64" and not wheel_platform.endswith("aarch64"):
+        raise FleetError(
+            f"inventory {source}: host '{name}' is aarch64 but fleet_wheel_platform is "
+            f"'{wheel_platform or '(unset: the controller' + chr(39) + 's own)'}'",
+            "set fleet_wheel_platform: manylinux_2_28_aarch64 (glibc >= 2.28, as on Debian 11/12)",
+        )
+    pyver = str(hv.get("fleet_python_version") or "")
+    if pyver and not (pyver.count(".") == 1 and all(p.isdigit() for p in pyver.split("."))):
+        raise FleetError(f"inventory {source}: host '{name}' has fleet_python_version '{pyver}', not MAJOR.MINOR",
+                         "write e.g. fleet_python_version: '3.11' (quoted, so YAML keeps it a string)")
+    emulator = str(hv.get("cpu_emulated") or "")
+    if emulator and emulator not in CPU_EMULATORS:
+        raise FleetError(f"inventory {source}: host '{name}' has cpu_emulated '{emulator}'",
+                         f"use one of: {', '.join(sorted(CPU_EMULATORS))}, or leave it out for a native CPU")
     return Board(
         name=name,
         board=board,
@@ -233,8 +262,11 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
         key_file=_local_path(hv.get("ansible_ssh_private_key_file", "")),
         known_hosts=_local_path(hv.get("fleet_known_hosts", "")),
         python=str(hv.get("ansible_python_interpreter", "/usr/bin/python3")),
-        wheel_platform=str(hv.get("fleet_wheel_platform", "")),
+        wheel_platform=wheel_platform,
         reconnect_timeout_s=reconnect,
+        arch=arch,
+        python_version=pyver,
+        cpu_emulated=emulator,
     )
 
 

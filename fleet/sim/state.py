@@ -23,7 +23,7 @@ class SimBoard:
         name: inventory hostname (``sim-pi5-1``).
         board: board class (``pi5-hailo8l`` | ``rk3588`` | ``cpu``).
         accelerator: the NPU it stands in for.
-        root: the board's fleet_root (absolute path on this machine).
+        root: the board's fleet_root (absolute path on this machine; inside ``chroot`` for aarch64).
         address: where its sshd listens (198.18.N.2, or 127.0.0.1).
         port: sshd's TCP port.
         config: absolute path of its sshd_config (also used to recognise its sshd process).
@@ -31,6 +31,11 @@ class SimBoard:
         host_if: host end of the veth pair in the root namespace, "" when none.
         host_addr: address of the host end (198.18.N.1), "" when none.
         pid: sshd's listener pid, 0 when not started.
+        arch: ``aarch64`` for a board under qemu-user, "" for the controller's own userland.
+        chroot: host path of an aarch64 board's root (its overlay mount), "" for x86 boards. Its
+            ``root`` and sshd paths are then paths inside that root, ``config`` a host path in it.
+        mounts: mount points `sim up` made for the board, in mount order (unmounted last first).
+        python_version: the board's Python (``3.11``), "" when it is the controller's.
     """
 
     name: str
@@ -44,6 +49,10 @@ class SimBoard:
     host_if: str = ""
     host_addr: str = ""
     pid: int = 0
+    arch: str = ""
+    chroot: str = ""
+    mounts: list[str] = field(default_factory=list)
+    python_version: str = ""
 
 
 @dataclass
