@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from fleet.errors import FleetError
-from fleet.sim import netns, qemu, rootfs, sshd
+from fleet.sim import aptproxy, netns, qemu, rootfs, sshd
 from fleet.sim.state import SimBoard, SimState, clear_state, load_state, save_state
 
 # board class -> (accelerator, short name used in hostnames)
@@ -116,6 +116,8 @@ def _alive_parts(state: SimState) -> list[str]:
     parts = [f"sshd {b.name} (pid {b.pid})" for b in state.boards if _sshd_alive(b)]
     if state.netns:
         parts += [f"netns {b.netns}" for b in state.boards if b.netns and netns.exists(b.netns)]
+    if state.apt_proxy_pid and aptproxy.is_ours(state.apt_proxy_pid, state.apt_proxy_conf):
+        parts.append(f"apt-cacher-ng (pid {state.apt_proxy_pid})")
     mounted = qemu.mounted_points()
     parts += [f"mount {m}" for b in state.boards for m in b.mounts if m in mounted]
     return parts
@@ -239,6 +241,13 @@ def up(
                 )
                 board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns)
                 save_state(state)
+        arm = [b for b in state.boards if b.arch == "aarch64"]
+        if arm:  # their apt reaches Debian only through the controller
+            state.apt_proxy_conf = str(state_dir / "aptproxy" / "conf")
+            save_state(state)
+            state.apt_proxy_pid, state.apt_proxy_port = aptproxy.start(
+                state_dir / "aptproxy", list(dict.fromkeys(b.host_addr or "127.0.0.1" for b in arm)))
+            save_state(state)
         deadline = time.monotonic() + timeout
         for b in state.boards:
             if not sshd.wait_answering(b.address, b.port, deadline):
@@ -347,6 +356,8 @@ def write_inventory(state: SimState) -> Path:
                 "fleet_python_version": b.python_version,
                 "cpu_emulated": CPU_EMULATED,
             })
+            if state.apt_proxy_port:
+                hosts[b.name]["fleet_apt_proxy"] = f"http://{b.host_addr or '127.0.0.1'}:{state.apt_proxy_port}"
         groups.setdefault(b.board.replace("-", "_"), {"hosts": {}})["hosts"][b.name] = None
     doc = {"all": {"hosts": hosts, "children": groups}}
     path = Path(state.inventory)
@@ -400,6 +411,14 @@ def down(state_dir: Path, purge: bool = False) -> DownReport:
                            key=len)
             points = list(dict.fromkeys([*b.mounts, *under]))
             rep.removed += [f"mount {m}" for m in qemu.unmount_all(points)]
+    if state.apt_proxy_conf and not state.apt_proxy_pid:  # `up` failed before it recorded the pid
+        with contextlib.suppress(OSError, ValueError):
+            state.apt_proxy_pid = int((Path(state.apt_proxy_conf).parent / "acng.pid").read_text().strip())
+    if state.apt_proxy_pid:
+        if aptproxy.stop(state.apt_proxy_pid, state.apt_proxy_conf):
+            rep.stopped.append(f"apt-cacher-ng pid {state.apt_proxy_pid}")
+        else:
+            rep.skipped.append(f"apt-cacher-ng pid {state.apt_proxy_pid} (not running or not ours)")
     for b in state.boards:
         if b.netns or b.host_if:
             rep.removed += netns.delete(b.netns, b.host_if)

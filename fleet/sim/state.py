@@ -67,6 +67,9 @@ class SimState:
         user: the SSH user (root, or the current user without root).
         netns: True when boards run in network namespaces.
         boards: the boards, in creation order.
+        apt_proxy_pid: pid of the fleet's apt-cacher-ng (aarch64 boards' apt), 0 when none.
+        apt_proxy_conf: its configuration folder (named on its command line: how it is recognised).
+        apt_proxy_port: its TCP port on each board's host-end address.
     """
 
     state_dir: str
@@ -77,6 +80,9 @@ class SimState:
     netns: bool = True
     boards: list[SimBoard] = field(default_factory=list)
     schema: int = SCHEMA
+    apt_proxy_pid: int = 0
+    apt_proxy_conf: str = ""
+    apt_proxy_port: int = 0
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (what state.json holds)."""
