@@ -26,6 +26,8 @@ BOARD_CLASSES = {
     "cpu": {"cpu"},
 }
 ACCELERATORS = {"hailo8l", "hailo8", "rk3588", "cpu"}
+ARCHES = {"x86_64", "aarch64"}
+CPU_EMULATORS = {"qemu-user"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class Board:
     host, port, user, key_file, known_hosts, jump and proxy_command are resolved as Ansible's ssh
     connection resolves them (fleet.remote.ssh_target.resolve): the ansible_* vars, then
     ``ansible_ssh_common_args``/``ansible_ssh_extra_args``, then ssh_config (``-F`` or ~/.ssh/config).
+        arch: host var ``arch``: the board's CPU architecture (``aarch64``, ``x86_64``), "" = not said.
+        python_version: host var ``fleet_python_version`` (``3.11``): the board's Python, for its
+            wheelhouse; "" = not said.
+        cpu_emulated: host var ``cpu_emulated``: ``qemu-user`` when the board's CPU is emulated
+            (results from it say so; its latency is never valid), "" for a native CPU.
     """
 
     name: str
@@ -69,6 +76,9 @@ class Board:
     reconnect_timeout_s: float | None = None
     jump: tuple = ()
     proxy_command: str = ""
+    arch: str = ""
+    python_version: str = ""
+    cpu_emulated: str = ""
 
     @property
     def board_class(self) -> str:
@@ -254,6 +264,25 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
             "fix ansible_ssh_common_args / ansible_ssh_extra_args or ansible_port "
             "(they are ssh(1) options, e.g. -o ProxyJump=user@bastion:22)",
         ) from None
+    arch = str(hv.get("arch") or "")
+    if arch and arch not in ARCHES:
+        raise FleetError(f"inventory {source}: host '{name}' has unknown arch '{arch}'",
+                         f"use one of: {', '.join(sorted(ARCHES))} (`uname -m` on the board)")
+    wheel_platform = str(hv.get("fleet_wheel_platform", "") or "")
+    if arch == "aarch64" and not wheel_platform.endswith("aarch64"):
+        raise FleetError(
+            f"inventory {source}: host '{name}' is aarch64 but fleet_wheel_platform is "
+            f"'{wheel_platform or '(unset: the controller' + chr(39) + 's own)'}'",
+            "set fleet_wheel_platform: manylinux_2_28_aarch64 (glibc >= 2.28, as on Debian 11/12)",
+        )
+    pyver = str(hv.get("fleet_python_version") or "")
+    if pyver and not (pyver.count(".") == 1 and all(p.isdigit() for p in pyver.split("."))):
+        raise FleetError(f"inventory {source}: host '{name}' has fleet_python_version '{pyver}', not MAJOR.MINOR",
+                         "write e.g. fleet_python_version: '3.11' (quoted, so YAML keeps it a string)")
+    emulator = str(hv.get("cpu_emulated") or "")
+    if emulator and emulator not in CPU_EMULATORS:
+        raise FleetError(f"inventory {source}: host '{name}' has cpu_emulated '{emulator}'",
+                         f"use one of: {', '.join(sorted(CPU_EMULATORS))}, or leave it out for a native CPU")
     return Board(
         name=name,
         board=board,
@@ -266,10 +295,13 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
         key_file=ssh.key_file,
         known_hosts=ssh.known_hosts,
         python=str(hv.get("ansible_python_interpreter", "/usr/bin/python3")),
-        wheel_platform=str(hv.get("fleet_wheel_platform", "")),
+        wheel_platform=wheel_platform,
         reconnect_timeout_s=reconnect,
         jump=ssh.jump,
         proxy_command=ssh.proxy_command,
+        arch=arch,
+        python_version=pyver,
+        cpu_emulated=emulator,
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fleet.deploy import artifacts as art
 from fleet.deploy.bundle import Bundle, folder_members, pack
-from fleet.deploy.wheelhouse import Wheelhouse, ensure_wheelhouse
+from fleet.deploy.wheelhouse import PYTHON_VERSION, Wheelhouse, ensure_wheelhouse
 from fleet.inventory import Board
 
 SUMS = "SHA256SUMS"
@@ -146,17 +146,20 @@ def make_plan(
         notes.append("no data sets deployed (--datasets none): suites that read data/<name>/ will fail")
     houses: dict[str, Wheelhouse] = {}
     tars: dict[str, dict] = {}
+    def house_of(b):  # the board's platform and Python (host var fleet_python_version, else 3.11)
+        return (b.wheel_platform, b.python_version or PYTHON_VERSION)
+
     for b in boards:
-        if b.wheel_platform not in houses:
-            wh = houses[b.wheel_platform] = ensure_wheelhouse(project, wheel_cache, b.wheel_platform)
+        if house_of(b) not in houses:
+            wh = houses[house_of(b)] = ensure_wheelhouse(project, wheel_cache, *house_of(b))
             tar = pack(folder_members(wh.path), bundle_cache, f"wheelhouse-{wh.path.name}", wh.key[:16])
-            tars[b.wheel_platform] = {**tar.to_vars("wheelhouse"), "name": "wheelhouse"}
+            tars[house_of(b)] = {**tar.to_vars("wheelhouse"), "name": "wheelhouse"}
     hosts = {}
     model_tars: dict[tuple, dict] = {}
     for b in boards:
-        wh = houses[b.wheel_platform]
+        wh = houses[house_of(b)]
         arts = selected[b.name]
-        plan = HostPlan(host=b.name, wheelhouse=tars[b.wheel_platform], fleet_wheel=wh.fleet_wheel, wheelhouse_key=wh.key[:16])
+        plan = HostPlan(host=b.name, wheelhouse=tars[house_of(b)], fleet_wheel=wh.fleet_wheel, wheelhouse_key=wh.key[:16])
         for model in dict.fromkeys(a.model for a in arts):
             sel = tuple(str(a.src) for a in arts if a.model == model)
             if (model, sel) not in model_tars:

@@ -174,6 +174,8 @@ def ensure_wheelhouse(
         FleetError: pip failed (exit code 3, with pip's last lines).
     """
     name = platform or native_platform_name()
+    if python_version != PYTHON_VERSION:  # another Python for the same platform: its own folder
+        name += f"-py{python_version}"
     cache.mkdir(parents=True, exist_ok=True)
     path, stamp = cache / name, cache / f"{name}.json"
     key = source_key(project, platform, python_version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--boards", type=int, default=None, help="number of boards (default 3)")
     up.add_argument("--mix", default=None, help="board classes and counts, e.g. pi5-hailo8l:2,rk3588:1")
     up.add_argument("--inventory", type=Path, default=None, help="inventory to write (default inventory/sim.yml)")
+    up.add_argument("--arch", default="x86_64", choices=("x86_64", "aarch64"),
+                    help="architecture of the boards (a --mix entry may name its own: pi5-hailo8l:1@aarch64); "
+                         "aarch64 = a Debian arm64 image under qemu-user (default x86_64)")
     up.add_argument("--no-netns", action="store_true", help="sshd on 127.0.0.1 instead of network namespaces")
     up.add_argument("--replace", action="store_true", help="take a running sim down first")
     up.add_argument("--bastion", action="store_true",
@@ -46,6 +50,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=cmd_status)
+
+    im = sub.add_parser("image", help="the cached Debian arm64 image aarch64 boards start from")
+    im_sub = im.add_subparsers(dest="image_command", metavar="ACTION")
+    im.set_defaults(func=lambda a: (im.print_help(), 2)[1])
+    ib = im_sub.add_parser("build", help="debootstrap the image into the cache (once; ~4.5 min)")
+    ib.add_argument("--rebuild", action="store_true", help="build again even when it is cached")
+    ib.add_argument("--mirror", default=None, help="Debian mirror (default $FLEET_DEBIAN_MIRROR or deb.debian.org)")
+    ib.add_argument("--json", action="store_true", help="print image.json")
+    ib.set_defaults(func=cmd_image_build)
+    ish = im_sub.add_parser("show", help="print the cached image's image.json")
+    ish.add_argument("--verify", action="store_true", help="re-hash the tree against its sha256")
+    ish.set_defaults(func=cmd_image_show)
 
     dn = sub.add_parser("down", help="stop the emulated boards and remove their namespaces")
     common(dn)
@@ -69,6 +85,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         replace=args.replace,
         timeout=args.timeout,
         bastion=args.bastion,
+        arch=args.arch,
+        log=lambda line: print(f"fleet sim: {line}", file=sys.stderr, flush=True),
     )
     took = time.monotonic() - t0
     if args.json:
@@ -81,12 +99,45 @@ def cmd_up(args: argparse.Namespace) -> int:
                   f"ssh_config {state.ssh_config}", soft_wrap=True, highlight=False)
     for b in state.boards:
         where = f"{b.address}:{b.port}" + (f" (netns {b.netns})" if b.netns else "")
-        con.print(f"[green]up[/] {b.name:<14} {b.board:<12} {where}  root {b.root}", soft_wrap=True, highlight=False)
+        root = f"root {b.root}" + (f" in {b.chroot} (aarch64, qemu-user)" if b.chroot else "")
+        con.print(f"[green]up[/] {b.name:<14} {b.board:<12} {where}  {root}", soft_wrap=True, highlight=False)
     con.print(
         f"{len(state.boards)} boards up in {took:.1f} s; inventory {state.inventory}, known_hosts {state.known_hosts}",
         soft_wrap=True,
         highlight=False,
     )
+    return 0
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    """Handler of `fleet sim image build`."""
+    from fleet.sim import rootfs
+
+    t0 = time.monotonic()
+    meta = rootfs.build(rebuild=args.rebuild, mirror=args.mirror,
+                        log=lambda line: print(f"fleet sim: {line}", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(meta, indent=2))
+    else:
+        print(f"image {meta['root']}: {meta['suite']} {meta['arch']} {meta['variant']}, {meta['packages']} packages, "
+              f"Python {meta['python']}, {meta['size_bytes'] / 1e6:.0f} MB, tree sha256 {meta['tree_sha256'][:16]}… "
+              f"({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+def cmd_image_show(args: argparse.Namespace) -> int:
+    """Handler of `fleet sim image show`: exit 1 when there is no image (or --verify finds it changed)."""
+    from fleet.sim import rootfs
+
+    meta = rootfs.load_image()
+    if meta is None:
+        print(f"no cached image in {rootfs.image_dir()} (build it: fleet sim image build)", file=sys.stderr)
+        return 1
+    print(json.dumps(meta, indent=2))
+    if args.verify:
+        ok, msg = rootfs.verify()
+        print(("ok: " if ok else "CHANGED: ") + msg, file=sys.stderr)
+        return 0 if ok else 1
     return 0
 
 

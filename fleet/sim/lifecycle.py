@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from fleet.errors import FleetError
-from fleet.sim import netns, sshd
+from fleet.sim import aptproxy, netns, qemu, rootfs, sshd
 from fleet.sim.state import SimBoard, SimState, clear_state, load_state, save_state
 
 # board class -> (accelerator, short name used in hostnames)
@@ -30,22 +30,50 @@ BOARD_KINDS = {
 PYTHON = "/usr/bin/python3"
 
 
+ARCHES = ("x86_64", "aarch64")
+# aarch64 boards: where fleet installs inside the board's root, the pip platform of its
+# wheelhouse (glibc 2.36 on bookworm), and what runs its CPU.
+AARCH64_ROOT = "/opt/fleet"
+AARCH64_WHEEL_PLATFORM = "manylinux_2_28_aarch64"
+CPU_EMULATED = "qemu-user"
+
+
 def parse_mix(mix: str | None, boards: int | None) -> list[tuple[str, int]]:
     """Turn ``--mix pi5-hailo8l:2,rk3588:1`` / ``--boards N`` into [(board class, count)].
 
-    Without a mix, N boards are split half Pi 5 + Hailo-8L (rounded up), half RK3588.
+    Without a mix, N boards are split half Pi 5 + Hailo-8L (rounded up), half RK3588. An
+    ``@ARCH`` suffix (see plan_boards) is accepted and dropped here.
 
     Raises:
         FleetError: unknown board class, bad count, or --boards disagreeing with --mix.
     """
+    return [(k, c) for k, c, _ in plan_boards(mix, boards)]
+
+
+def plan_boards(mix: str | None, boards: int | None, arch: str = "x86_64") -> list[tuple[str, int, str]]:
+    """[(board class, count, arch)] from ``--mix``/``--boards`` and ``--arch``.
+
+    A mix entry may name its own architecture: ``pi5-hailo8l:1@aarch64,rk3588:1`` is one Pi 5
+    under qemu-user and one x86 RK3588; entries without ``@`` take ``arch``.
+
+    Raises:
+        FleetError: unknown board class or architecture, bad count, or --boards disagreeing with --mix.
+    """
+    if arch not in ARCHES:
+        raise FleetError(f"--arch {arch}: unknown architecture", f"use {' or '.join(ARCHES)}")
     if not mix:
         n = 3 if boards is None else boards
         if n < 1:
             raise FleetError(f"--boards {n}: need at least one board", "use --boards 1 or more")
-        return [(k, c) for k, c in (("pi5-hailo8l", (n + 1) // 2), ("rk3588", n // 2)) if c]
-    out: list[tuple[str, int]] = []
+        return [(k, c, arch) for k, c in (("pi5-hailo8l", (n + 1) // 2), ("rk3588", n // 2)) if c]
+    out: list[tuple[str, int, str]] = []
     for part in [p.strip() for p in mix.split(",") if p.strip()]:
-        kind, _, count = part.partition(":")
+        spec, _, part_arch = part.partition("@")
+        part_arch = part_arch.strip() or arch
+        if part_arch not in ARCHES:
+            raise FleetError(f"--mix: '{part}' names unknown architecture '{part_arch}'",
+                             f"write CLASS:COUNT@ARCH with ARCH {' or '.join(ARCHES)}, e.g. pi5-hailo8l:1@aarch64")
+        kind, _, count = spec.partition(":")
         if kind not in BOARD_KINDS:
             raise FleetError(f"--mix: unknown board class '{kind}'", f"use {', '.join(BOARD_KINDS)}")
         try:
@@ -54,13 +82,29 @@ def parse_mix(mix: str | None, boards: int | None) -> list[tuple[str, int]]:
             raise FleetError(f"--mix: '{part}' has no numeric count", "write CLASS:COUNT, e.g. rk3588:1") from None
         if c < 1:
             raise FleetError(f"--mix: '{part}' asks for {c} boards", "give each class a count of 1 or more")
-        out.append((kind, c))
-    total = sum(c for _, c in out)
+        out.append((kind, c, part_arch))
+    total = sum(c for _, c, _ in out)
     if not out:
         raise FleetError("--mix is empty", "write e.g. --mix pi5-hailo8l:2,rk3588:1")
     if boards is not None and boards != total:
         raise FleetError(f"--boards {boards} but --mix adds up to {total}", "give one of them, or make them agree")
     return out
+
+
+def board_names(plan: list[tuple[str, int, str]]) -> list[tuple[str, str, str]]:
+    """[(board class, hostname, arch)]: ``sim-pi5-1`` for x86 boards, ``sim-pi5-a64-1`` for aarch64."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for kind, count, arch in plan:
+        for _ in range(count):
+            i = seen[(kind, arch)] = seen.get((kind, arch), 0) + 1
+            infix = "-a64" if arch == "aarch64" else ""
+            out.append((kind, f"sim-{BOARD_KINDS[kind][1]}{infix}-{i}", arch))
+    return out
+
+
+def _sshd_alive(b: SimBoard) -> bool:
+    return sshd.is_ours(b.pid, b.config, b.chroot)
 
 
 def known_hosts_path(inventory: Path) -> Path:
@@ -70,9 +114,13 @@ def known_hosts_path(inventory: Path) -> Path:
 
 def _alive_parts(state: SimState) -> list[str]:
     everything = state.boards + ([state.bastion] if state.bastion else [])
-    parts = [f"sshd {b.name} (pid {b.pid})" for b in everything if sshd.is_ours(b.pid, b.config)]
+    parts = [f"sshd {b.name} (pid {b.pid})" for b in everything if _sshd_alive(b)]
     if state.netns:
         parts += [f"netns {b.netns}" for b in everything if b.netns and netns.exists(b.netns)]
+    if state.apt_proxy_pid and aptproxy.is_ours(state.apt_proxy_pid, state.apt_proxy_conf):
+        parts.append(f"apt-cacher-ng (pid {state.apt_proxy_pid})")
+    mounted = qemu.mounted_points()
+    parts += [f"mount {m}" for b in state.boards for m in b.mounts if m in mounted]
     return parts
 
 
@@ -86,6 +134,8 @@ def up(
     replace: bool = False,
     timeout: float = 15.0,
     bastion: bool = False,
+    arch: str = "x86_64",
+    log=lambda s: None,
 ) -> SimState:
     """Start the emulated boards and write their inventory and known_hosts.
 
@@ -100,6 +150,10 @@ def up(
             one with a link to the boards' namespaces (the root namespace has none), named in an
             ssh_config beside the inventory; the inventory reaches the boards with
             ``-F SSH_CONFIG -o ProxyJump=sim-bastion`` as a lab's would (needs namespaces).
+        arch: architecture of the boards whose --mix entry names none (``x86_64`` | ``aarch64``).
+            An aarch64 board is a copy (overlay) of the cached Debian arm64 image run under
+            qemu-user (fleet.sim.qemu, fleet.sim.rootfs); the image is built when missing (~4.5 min).
+        log: called with a line of progress (the image build).
 
     Raises:
         FleetError: a sim is already running (without replace), not root with use_netns, an
@@ -107,7 +161,7 @@ def up(
     """
     state_dir = Path(state_dir).resolve()
     inventory = Path(inventory).resolve()
-    kinds = parse_mix(mix, boards)
+    plan = plan_boards(mix, boards, arch)
     is_root = os.geteuid() == 0
     if use_netns is None:
         use_netns = is_root
@@ -116,6 +170,13 @@ def up(
     if bastion and not use_netns:
         raise FleetError("--bastion needs network namespaces (root, without --no-netns)",
                          "run `fleet sim up --bastion` as root")
+    image = None
+    if any(a == "aarch64" for _, _, a in plan):
+        if not is_root:
+            raise FleetError("aarch64 boards need root (binfmt_misc, mounts, chroot)", "run `fleet sim up` as root")
+        qemu.ensure_binfmt()
+        image = rootfs.build(log=log)
+        timeout = max(timeout, 60.0)
     old = load_state(state_dir)
     if old is not None:
         alive = _alive_parts(old)
@@ -140,7 +201,7 @@ def up(
     )
     save_state(state)
     try:
-        names = [(kind, f"sim-{BOARD_KINDS[kind][1]}-{i}") for kind, c in kinds for i in range(1, c + 1)]
+        names = board_names(plan)
         tag = netns.tag_for(str(state_dir))
         # Only netns allocation needs the host-wide lock; loopback boards take free ports.
         with netns.allocation_lock() if use_netns else contextlib.nullcontext():
@@ -149,10 +210,11 @@ def up(
                 state.bastion = _start_bastion(state, tag, addrs.pop())
                 state.ssh_config = str(ssh_config_path(inventory))
                 save_state(state)
-            for idx, (kind, name) in enumerate(names):
+            for idx, (kind, name, board_arch) in enumerate(names):
                 bdir = state_dir / "boards" / name
                 root = bdir / "root"
-                root.mkdir(parents=True, exist_ok=True)
+                if board_arch != "aarch64":
+                    root.mkdir(parents=True, exist_ok=True)
                 board = SimBoard(
                     name=name,
                     board=kind,
@@ -180,6 +242,9 @@ def up(
                 else:
                     board.port = sshd.free_port()
                     state.boards.append(board)
+                if board_arch == "aarch64":
+                    _start_aarch64(state, board, bdir, image, authorized)
+                    continue
                 host_key = sshd.ensure_keypair(bdir / "ssh_host_ed25519_key", name)
                 sshd.write_config(
                     Path(board.config),
@@ -191,12 +256,19 @@ def up(
                 )
                 board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns)
                 save_state(state)
+        arm = [b for b in state.boards if b.arch == "aarch64"]
+        if arm:  # their apt reaches Debian only through the controller
+            state.apt_proxy_conf = str(state_dir / "aptproxy" / "conf")
+            save_state(state)
+            state.apt_proxy_pid, state.apt_proxy_port = aptproxy.start(
+                state_dir / "aptproxy", list(dict.fromkeys(b.host_addr or "127.0.0.1" for b in arm)))
+            save_state(state)
         deadline = time.monotonic() + timeout
         for b in ([state.bastion] if state.bastion else []) + state.boards:
             if not sshd.wait_answering(b.address, b.port, deadline, via=b.via):
                 raise FleetError(
                     f"emulated board {b.name}: sshd at {b.address}:{b.port} did not answer in {timeout:.0f} s",
-                    f"see {Path(b.config).parent / 'sshd.log'}; everything started was removed",
+                    f"see {_log_path(b)}; everything started was removed",
                     exit_code=3,
                 )
         write_known_hosts(state)
@@ -257,6 +329,50 @@ def write_ssh_config(state: SimState) -> Path:
     return path
 
 
+SSHD_DIR = "/etc/ssh/fleet"  # inside an aarch64 board's root: its sshd_config, host key, authorized_keys
+
+
+def _log_path(b: SimBoard) -> Path:
+    return qemu.in_root(b.chroot, "/var/log/fleet-sshd.log") if b.chroot else Path(b.config).parent / "sshd.log"
+
+
+def _start_aarch64(state: SimState, board: SimBoard, bdir: Path, image: dict, authorized: Path) -> None:
+    """Make an aarch64 board's root (overlay of the image, mounts, ARM cpuinfo) and start the
+    image's own sshd in it, recording each step in the state file as it is made."""
+    stamp = bdir / "image.sha256"
+    if stamp.exists() and stamp.read_text().strip() != image["tree_sha256"]:
+        # the board's upper layer was written over another image: start it afresh
+        for d in ("upper", "work", "rootfs"):
+            if str(bdir / d) not in qemu.mounted_points():
+                shutil.rmtree(bdir / d, ignore_errors=True)
+    bdir.mkdir(parents=True, exist_ok=True)
+    board.arch, board.python_version = "aarch64", ".".join(image["python"].split(".")[:2])
+    board.chroot = str(bdir / "rootfs")
+    save_state(state)  # record the root before mounting, so down() unmounts what is under it
+    root, board.mounts = qemu.make_root(Path(image["root"]), bdir)
+    save_state(state)
+    stamp.write_text(image["tree_sha256"] + "\n")
+    board.root = AARCH64_ROOT
+    qemu.in_root(root, AARCH64_ROOT).mkdir(parents=True, exist_ok=True)
+    sdir = qemu.in_root(root, SSHD_DIR)
+    sdir.mkdir(parents=True, exist_ok=True)
+    host_key = sshd.ensure_keypair(sdir / "ssh_host_ed25519_key", board.name)
+    shutil.copy(authorized, sdir / "authorized_keys")
+    board.config = str(sdir / "sshd_config")
+    sshd.write_config(
+        Path(board.config),
+        address=board.address,
+        port=board.port,
+        host_key=Path(SSHD_DIR) / host_key.name,
+        pid_file=Path("/run/fleet-sshd.pid"),
+        authorized_keys=Path(SSHD_DIR) / "authorized_keys",
+    )
+    save_state(state)
+    board.pid = sshd.start(Path(board.config), qemu.in_root(root, "/run/fleet-sshd.pid"),
+                           _log_path(board), board.netns, timeout=60.0, chroot=root)
+    save_state(state)
+
+
 def write_known_hosts(state: SimState) -> Path:
     """Write known_hosts lines pinning each board's host key (``ADDRESS`` or ``[ADDRESS]:PORT``),
     and the bastion's when there is one."""
@@ -299,6 +415,15 @@ def write_inventory(state: SimState) -> Path:
                 f" -F {shlex.quote(state.ssh_config)} -o ProxyJump={BASTION}" if state.bastion else ""),
             "ansible_python_interpreter": PYTHON,
         }
+        if b.arch == "aarch64":
+            hosts[b.name].update({
+                "arch": "aarch64",
+                "fleet_wheel_platform": AARCH64_WHEEL_PLATFORM,
+                "fleet_python_version": b.python_version,
+                "cpu_emulated": CPU_EMULATED,
+            })
+            if state.apt_proxy_port:
+                hosts[b.name]["fleet_apt_proxy"] = f"http://{b.host_addr or '127.0.0.1'}:{state.apt_proxy_port}"
         groups.setdefault(b.board.replace("-", "_"), {"hosts": {}})["hosts"][b.name] = None
     doc = {"all": {"hosts": hosts, "children": groups}}
     path = Path(state.inventory)
@@ -326,6 +451,9 @@ def down(state_dir: Path, purge: bool = False) -> DownReport:
     """Stop the recorded sshds and delete the recorded namespaces and links.
 
     A pid whose /proc/<pid>/cmdline no longer names its sshd_config is left alone (skipped).
+    For an aarch64 board, every process whose root is the board's root is stopped, then every
+    mount `up` recorded for it (and any other mount under its root) is unmounted; the image cache
+    and the binfmt_misc registration (the system's) stay.
     The inventory and known_hosts `up` wrote are removed. With ``purge``, the whole state dir
     (keys, board roots) goes too; without it, board roots stay so a new `up` deploys faster.
     """
@@ -339,10 +467,25 @@ def down(state_dir: Path, purge: bool = False) -> DownReport:
     everything = state.boards + ([state.bastion] if state.bastion else [])
     for b in everything:
         if b.pid:
-            if sshd.stop(b.pid, b.config):
+            if sshd.stop(b.pid, b.config, chroot=b.chroot):
                 rep.stopped.append(f"{b.name} sshd pid {b.pid}")
             else:
                 rep.skipped.append(f"{b.name} pid {b.pid} (not running or not ours)")
+        if b.chroot:
+            # the board's agent, shells, anything its sshd started: every process rooted in it
+            rep.stopped += [f"{b.name} pid {p} (root {b.chroot})" for p in qemu.kill_processes_in(Path(b.chroot))]
+            under = sorted((m for m in qemu.mounted_points() if m == b.chroot or m.startswith(b.chroot + "/")),
+                           key=len)
+            points = list(dict.fromkeys([*b.mounts, *under]))
+            rep.removed += [f"mount {m}" for m in qemu.unmount_all(points)]
+    if state.apt_proxy_conf and not state.apt_proxy_pid:  # `up` failed before it recorded the pid
+        with contextlib.suppress(OSError, ValueError):
+            state.apt_proxy_pid = int((Path(state.apt_proxy_conf).parent / "acng.pid").read_text().strip())
+    if state.apt_proxy_pid:
+        if aptproxy.stop(state.apt_proxy_pid, state.apt_proxy_conf):
+            rep.stopped.append(f"apt-cacher-ng pid {state.apt_proxy_pid}")
+        else:
+            rep.skipped.append(f"apt-cacher-ng pid {state.apt_proxy_pid} (not running or not ours)")
     for b in everything:  # boards first: their links' host ends live in the bastion's namespace
         if b.netns or b.host_if:
             rep.removed += netns.delete(b.netns, "" if b.via else b.host_if)
@@ -382,7 +525,7 @@ def status(state_dir: Path) -> tuple[SimState | None, list[BoardStatus]]:
             address=b.address,
             port=b.port,
             pid=b.pid,
-            alive=sshd.is_ours(b.pid, b.config),
+            alive=_sshd_alive(b),
             answering=(sshd.answering_in(b.via, b.address, b.port) if b.via else sshd.answering(b.address, b.port))
             if b.port else False,
             netns=b.netns,
@@ -401,7 +544,7 @@ def stop_board(state_dir: Path, name: str) -> bool:
     board = next((b for b in (state.boards if state else []) if b.name == name), None)
     if board is None:
         raise FleetError(f"no emulated board '{name}' in {state_dir}", "see `fleet sim status`")
-    return sshd.stop(board.pid, board.config)
+    return sshd.stop(board.pid, board.config, chroot=board.chroot)
 
 
 def start_board(state_dir: Path, name: str, timeout: float = 10.0) -> int:
@@ -418,12 +561,16 @@ def start_board(state_dir: Path, name: str, timeout: float = 10.0) -> int:
     board = next((b for b in (state.boards if state else []) if b.name == name), None)
     if board is None:
         raise FleetError(f"no emulated board '{name}' in {state_dir}", "see `fleet sim status`")
-    if sshd.is_ours(board.pid, board.config):
+    if _sshd_alive(board):
         return board.pid
     bdir = Path(board.config).parent
-    board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns, timeout=timeout)
+    if board.chroot:
+        board.pid = sshd.start(Path(board.config), qemu.in_root(board.chroot, "/run/fleet-sshd.pid"),
+                               _log_path(board), board.netns, timeout=max(timeout, 60.0), chroot=board.chroot)
+    else:
+        board.pid = sshd.start(Path(board.config), bdir / "sshd.pid", bdir / "sshd.log", board.netns, timeout=timeout)
     save_state(state)
     if not sshd.wait_answering(board.address, board.port, time.monotonic() + timeout, via=board.via):
         raise FleetError(f"emulated board {name}: sshd at {board.address}:{board.port} did not answer in "
-                         f"{timeout:.0f} s after a restart", f"see {bdir / 'sshd.log'}", exit_code=3)
+                         f"{timeout:.0f} s after a restart", f"see {_log_path(board)}", exit_code=3)
     return board.pid

@@ -92,17 +92,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(config: Path, pid_file: Path, log_file: Path, netns: str = "", timeout: float = 10.0) -> int:
+def start(config: Path, pid_file: Path, log_file: Path, netns: str = "", timeout: float = 10.0,
+          chroot: str | Path = "") -> int:
     """Start sshd with ``config`` (inside ``netns`` when given) and return the daemon's pid.
 
     Args:
         timeout: seconds to wait for the PidFile.
+        chroot: a board root (aarch64): run that root's own ``/usr/sbin/sshd`` under ``chroot``;
+            ``config``, ``pid_file`` and ``log_file`` are host paths inside it.
 
     Raises:
         FleetError: sshd exited with an error or wrote no PidFile in time (its log is quoted).
     """
     pid_file.unlink(missing_ok=True)
     cmd = [SSHD, "-f", str(config), "-E", str(log_file)]
+    if chroot:
+        cmd = ["chroot", str(chroot), SSHD, "-f", _inner(config, chroot), "-E", _inner(log_file, chroot)]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     if os.geteuid() == 0:
@@ -118,7 +123,7 @@ def start(config: Path, pid_file: Path, log_file: Path, netns: str = "", timeout
     while time.monotonic() < deadline:
         try:
             pid = int(pid_file.read_text().strip())
-            if is_ours(pid, config):
+            if is_ours(pid, config, chroot):
                 return pid
         except (FileNotFoundError, ValueError):
             pass
@@ -178,11 +183,28 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def is_ours(pid: int, config: str | Path) -> bool:
-    """True when ``pid`` is alive and is the sshd started with ``config`` (zombies are not)."""
+def _inner(path: str | Path, chroot: str | Path) -> str:
+    """``path`` (a host path inside ``chroot``) as the chrooted process sees it."""
+    return "/" + os.path.relpath(str(path), str(chroot))
+
+
+def is_ours(pid: int, config: str | Path, chroot: str | Path = "") -> bool:
+    """True when ``pid`` is alive and is the sshd started with ``config`` (zombies are not).
+
+    For a board under ``chroot`` the process must also have that root (/proc/PID/root), and its
+    command line names the config as the board sees it (under qemu-user the command line is the
+    interpreter's: ``/usr/libexec/qemu-binfmt/aarch64-binfmt-P /usr/sbin/sshd /usr/sbin/sshd -f ...``).
+    """
     if pid <= 0:
         return False
     cmd = _cmdline(pid)
+    if chroot:
+        try:
+            if os.readlink(f"/proc/{pid}/root") != str(Path(chroot).resolve()):
+                return False
+        except OSError:
+            return False
+        config = _inner(config, chroot)
     return "sshd" in cmd and f"-f {config} " in f"{cmd} "
 
 
@@ -211,13 +233,13 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def stop(pid: int, config: str | Path, timeout: float = 5.0) -> bool:
+def stop(pid: int, config: str | Path, timeout: float = 5.0, chroot: str | Path = "") -> bool:
     """Stop the sshd ``pid`` started with ``config`` and its connection processes.
 
     Does nothing (returns False) when the pid is gone or is now another program.
     Sends SIGTERM, then SIGKILL after ``timeout`` seconds. Returns True when it signalled.
     """
-    if not is_ours(pid, config):
+    if not is_ours(pid, config, chroot):
         return False
     victims = [pid, *[p for p in descendants(pid) if "sshd" in _cmdline(p)]]
     for p in victims:

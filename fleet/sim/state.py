@@ -23,7 +23,7 @@ class SimBoard:
         name: inventory hostname (``sim-pi5-1``).
         board: board class (``pi5-hailo8l`` | ``rk3588`` | ``cpu``).
         accelerator: the NPU it stands in for.
-        root: the board's fleet_root (absolute path on this machine).
+        root: the board's fleet_root (absolute path on this machine; inside ``chroot`` for aarch64).
         address: where its sshd listens (198.18.N.2, or 127.0.0.1).
         port: sshd's TCP port.
         config: absolute path of its sshd_config (also used to recognise its sshd process).
@@ -34,6 +34,11 @@ class SimBoard:
         pid: sshd's listener pid, 0 when not started.
         via: the bastion's namespace when the board is reachable only through the bastion
             (`fleet sim up --bastion`), else "".
+        arch: ``aarch64`` for a board under qemu-user, "" for the controller's own userland.
+        chroot: host path of an aarch64 board's root (its overlay mount), "" for x86 boards. Its
+            ``root`` and sshd paths are then paths inside that root, ``config`` a host path in it.
+        mounts: mount points `sim up` made for the board, in mount order (unmounted last first).
+        python_version: the board's Python (``3.11``), "" when it is the controller's.
     """
 
     name: str
@@ -48,6 +53,10 @@ class SimBoard:
     host_addr: str = ""
     pid: int = 0
     via: str = ""
+    arch: str = ""
+    chroot: str = ""
+    mounts: list[str] = field(default_factory=list)
+    python_version: str = ""
 
 
 @dataclass
@@ -64,6 +73,9 @@ class SimState:
         boards: the boards, in creation order.
         bastion: the jump host in front of the boards (`fleet sim up --bastion`), or None.
         ssh_config: the ssh_config file naming the bastion (its address, key, known_hosts), or "".
+        apt_proxy_pid: pid of the fleet's apt-cacher-ng (aarch64 boards' apt), 0 when none.
+        apt_proxy_conf: its configuration folder (named on its command line: how it is recognised).
+        apt_proxy_port: its TCP port on each board's host-end address.
     """
 
     state_dir: str
@@ -76,6 +88,9 @@ class SimState:
     schema: int = SCHEMA
     bastion: SimBoard | None = None
     ssh_config: str = ""
+    apt_proxy_pid: int = 0
+    apt_proxy_conf: str = ""
+    apt_proxy_port: int = 0
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (what state.json holds)."""
