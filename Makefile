@@ -11,8 +11,9 @@ export TRANSFORMERS_OFFLINE := 1
 # Debian packages: sshd for emulated boards, python3-venv for the boards' venvs, iproute2/nftables
 # for the boards' network namespaces and fault injection, chromium for the dashboard's browser test.
 # postgresql: the tests start a throwaway PostgreSQL server from its binaries (results store over a URL).
-# qemu-user-static, binfmt-support, debootstrap: aarch64 emulated boards (a Debian arm64 image under qemu-user).
-APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium postgresql qemu-user-static binfmt-support debootstrap
+# qemu-user-static, binfmt-support, debootstrap: aarch64 emulated boards (a Debian arm64 image under qemu-user);
+# apt-cacher-ng: their apt proxy on the controller (boards have no internet).
+APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium postgresql qemu-user-static binfmt-support debootstrap apt-cacher-ng
 
 .PHONY: setup system-deps data demo test models models-npu sim-down clean suite-schema
 
