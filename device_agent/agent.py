@@ -40,18 +40,33 @@ from .stack import collect_stack
 from .telemetry import DEFAULT_RATE_HZ, Sampler, discover
 
 
-def cpu_info() -> dict:
+# Arm MIDR part numbers (implementer 0x41) of the cores fleet's boards carry (Arm TRMs; Linux
+# arch/arm64/include/asm/cputype.h): an arm64 /proc/cpuinfo names no model, only these numbers.
+ARM_PARTS = {"0xd03": "Cortex-A53", "0xd05": "Cortex-A55", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76",
+             "0xd41": "Cortex-A78", "0xd0c": "Neoverse-N1"}
+
+
+def cpu_info(text: str | None = None) -> dict:
     """{model, count, machine}: CPU model from /proc/cpuinfo (x86 'model name', Arm 'Model' or
-    'Hardware' lines), logical CPU count."""
+    'Hardware' lines; else the Arm cores named from their 'CPU part' numbers, e.g. ``Cortex-A76``
+    or ``Cortex-A55 + Cortex-A76`` on an RK3588 with a mainline kernel), logical CPU count.
+    ``text`` replaces /proc/cpuinfo (tests)."""
     model = platform.processor() or ""
+    parts: list[str] = []
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and val.strip():
-                model = val.strip()
-                break
+        lines = (Path("/proc/cpuinfo").read_text(errors="replace") if text is None else text).splitlines()
     except OSError:
-        pass
+        lines = []
+    for line in lines:
+        key, _, val = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware") and val.strip():
+            model = val.strip()
+            break
+        if key.strip() == "CPU part" and val.strip():
+            parts.append(ARM_PARTS.get(val.strip().lower(), f"Arm part {val.strip()}"))
+    else:
+        if parts:
+            model = " + ".join(sorted(set(parts)))
     return {"model": model or "unknown", "count": os.cpu_count(), "machine": platform.machine()}
 
 

@@ -19,7 +19,7 @@ import yaml
 from fleet.errors import FleetError
 from fleet.inventory import load_inventory
 from fleet.remote import session
-from fleet.sim import lifecycle, netns, qemu, rootfs, sshd
+from fleet.sim import aptproxy, lifecycle, netns, qemu, rootfs, sshd
 from fleet.sim.lifecycle import board_names, plan_boards
 
 NEEDS = [t for t in ("debootstrap", "update-binfmts", "qemu-aarch64-static") if not shutil.which(t)]
@@ -142,3 +142,71 @@ def test_aarch64_board_up_ssh_down(tmp_path):
     assert not netns.exists(b.netns) and not netns.link_exists(b.host_if)
     assert not inv.exists()
     assert rootfs.load_image() is not None  # the image cache stays for the next run
+
+
+def test_agent_names_arm_cores():
+    from device_agent.agent import cpu_info
+
+    assert cpu_info(qemu.cpuinfo_text(2))["model"] == "Cortex-A76"
+    rk3588 = "processor\t: 0\nCPU part\t: 0xd05\n\nprocessor\t: 4\nCPU part\t: 0xd0b\n"
+    assert cpu_info(rk3588)["model"] == "Cortex-A55 + Cortex-A76"
+    pi5 = qemu.cpuinfo_text(1) + "Revision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
+    assert cpu_info(pi5)["model"] == "Raspberry Pi 5 Model B Rev 1.0"
+
+
+PROBE_MODEL = "crepe-tiny"  # 2.5 MB: the smallest real ONNX artifact (make models builds it)
+
+
+def _has_model(name: str) -> bool:
+    from fleet import paths
+
+    try:
+        manifest = yaml.safe_load((paths.artifacts_dir() / "manifest.json").read_text())
+    except OSError:
+        return False
+    return any(a.get("model") == name for a in manifest.get("artifacts", []))
+
+
+@BOARD
+@pytest.mark.slow
+@pytest.mark.skipif(not aptproxy.available(), reason="needs apt-cacher-ng (apt-get install apt-cacher-ng)")
+@pytest.mark.skipif(not _has_model(PROBE_MODEL), reason=f"needs artifacts of {PROBE_MODEL} (make models)")
+def test_aarch64_deploy_from_bare(tmp_path):
+    """A bare aarch64 board: the base role installs python3-venv with the board's apt through the
+    controller's apt-cacher-ng, the agent comes from the aarch64 wheelhouse, ONNX Runtime's ARM
+    kernels run a real model there; a second deploy changes nothing; down leaves nothing."""
+    from fleet.deploy.run import deploy
+
+    state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
+    state = lifecycle.up(state_dir, inv, boards=1, arch="aarch64", log=print)
+    (b,) = state.boards
+    try:
+        assert aptproxy.is_ours(state.apt_proxy_pid, state.apt_proxy_conf)
+        hv = yaml.safe_load(inv.read_text())["all"]["hosts"][b.name]
+        assert hv["fleet_apt_proxy"] == f"http://{b.host_addr}:{state.apt_proxy_port}"
+        t0 = time.monotonic()
+        first = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
+        print(f"first deploy (bare board) {time.monotonic() - t0:.1f} s")
+        (h,) = first.hosts
+        assert first.exit_code == 0 and h.status == "changed", first.to_dict()
+        (board,) = load_inventory(inv)
+        conn = session.connect(board, timeout_s=60)
+        try:
+            info = conn.run("/opt/fleet/venv/bin/fleet-agent --root /opt/fleet info", hide=True, in_stream=False).stdout
+            assert "Cortex-A76" in info and "backend onnx: available" in info, info
+            probe = ("import onnxruntime as ort, numpy as np; "
+                     "s = ort.InferenceSession('/opt/fleet/models/crepe-tiny/crepe_tiny.int8.onnx'); "
+                     "i = s.get_inputs()[0]; print(s.run(None, {i.name: np.zeros([64, 1024], np.float32)})[0].shape)")
+            out = conn.run(f'/opt/fleet/venv/bin/python -c "{probe}"', hide=True, in_stream=False).stdout
+            assert out.strip() == "(64, 360)", out
+            assert not conn.run("dpkg -s python3-venv", hide=True, warn=True, in_stream=False).failed
+        finally:
+            conn.close()
+        t1 = time.monotonic()
+        second = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
+        print(f"second deploy {time.monotonic() - t1:.1f} s")
+        assert second.exit_code == 0 and second.hosts[0].changed == 0, second.to_dict()
+    finally:
+        lifecycle.down(state_dir)
+    assert not aptproxy.is_ours(state.apt_proxy_pid, state.apt_proxy_conf)
+    assert not _mounts_under(state_dir) and not qemu.processes_in(Path(b.chroot))
