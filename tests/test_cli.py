@@ -1,5 +1,9 @@
 """The `fleet` command's errors for bad input: a message naming the thing and the fix, exit 2."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,10 +84,6 @@ def test_results_unknown_run(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------ issue 13 §4: no traceback, reads never write
-import json
-import os
-import subprocess
-import sys
 
 FLEET = [sys.executable, "-m", "fleet"]
 

@@ -105,7 +105,7 @@ def test_int8_pitch_within_50_cents_of_fp32_on_voiced_frames(built):
     sal = {}
     for v in ("fp32", "int8"):
         s = session(out / by[v]["path"])
-        sal[v] = crepe.run_batched(frames, 64, lambda x: s.run(["salience"], {"frames": x})[0])
+        sal[v] = crepe.run_batched(frames, 64, lambda x, s=s: s.run(["salience"], {"frames": x})[0])
     f32, _ = crepe.decode_weighted(sal["fp32"])
     f8, _ = crepe.decode_weighted(sal["int8"])
     voiced = sal["fp32"].max(axis=1) >= crepe.DEFAULT_VOICING_THRESHOLD

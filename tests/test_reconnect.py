@@ -64,7 +64,7 @@ def test_a_board_that_never_answers_is_given_up_within_the_bound():
     with pytest.raises(BoardUnreachable) as e:
         connect_with_retry(b, timeout_s=15.0, retry_s=2.0, on_retry=events.append)
     took = time.monotonic() - t0
-    assert "unreachable" in str(e.value) and f"in 2 s)" in str(e.value), str(e.value)
+    assert "unreachable" in str(e.value) and "in 2 s)" in str(e.value), str(e.value)
     assert f"gave up after {len(events) + 1} connect attempts" in str(e.value)
     assert len(events) >= 2                                      # 0.5 + 1 s of backoff fit in 2 s
     assert 2.0 <= took < 2.0 + session_mod.RECONNECT_BACKOFF_MAX_S, took

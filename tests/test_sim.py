@@ -112,7 +112,7 @@ def test_inventory_accepted_by_ansible_and_fleet(sim):
 @SLOW
 def test_ssh_with_written_known_hosts_logs_in(sim):
     hv = hostvars(Path(sim.inventory))
-    for name, h in hv.items():
+    for h in hv.values():
         proc = ssh(h, Path(sim.known_hosts), "ip", "-4", "-o", "addr", "show")
         assert proc.returncode == 0, proc.stderr
         assert h["ansible_host"] in proc.stdout  # the board's own namespace answered

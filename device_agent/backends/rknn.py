@@ -115,7 +115,7 @@ class RknnBackend(Backend):
 
     def available(self) -> tuple[bool, str]:
         try:
-            _rknnlite().RKNNLite
+            _ = _rknnlite().RKNNLite  # the import and the class both must exist
         except Exception as e:
             return False, f"rknnlite not importable: {INSTALL_HINT} ({type(e).__name__}: {e})"
         try:

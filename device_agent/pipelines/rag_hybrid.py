@@ -390,7 +390,7 @@ class RagHybrid(Pipeline):
         items = [("query", q, t) for q, t in col.judged_queries()[:n]]
         items += [("doc", d, t) for d, t in zip(col.doc_ids, col.doc_texts) if t][:n]
         vecs, trunc = [], []
-        for kind, i, text in items:
+        for _kind, i, text in items:
             v, _, tr = self.embedder.embed_query(text)
             vecs.append([round(float(x), 7) for x in v])
             if tr:

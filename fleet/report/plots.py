@@ -84,7 +84,7 @@ def telemetry_plot(traces: list[dict], title: str = "telemetry") -> str | None:
             ax.axvspan(a, b, color="tab:blue", alpha=0.08, lw=0, label="measurement window" if i == 0 else None)
         for x in sorted(set(throttles)):
             ax.axvline(x, color="red", lw=0.8, alpha=0.7)
-        for (k, name, unit), (xs, ys) in series.items():
+        for (k, name, _unit), (xs, ys) in series.items():
             if k == kind:
                 ax.plot(xs, ys, lw=1.0, marker=".", ms=2, label=name)
         ax.set_ylabel(ylabel)

@@ -156,7 +156,7 @@ def make_root(image_root: Path, board_dir: Path, cpus: int | None = None) -> tup
                      "check free space in the sim state folder")
         cpuinfo = board_dir / "cpuinfo"
         cpuinfo.write_text(cpuinfo_text(cpus))
-        for src, rel, args in (
+        for _src, rel, args in (
             ("proc", "proc", ["-t", "proc", "proc"]),
             ("/sys", "sys", ["--bind", "/sys"]),
             ("/dev", "dev", ["--bind", "/dev"]),

@@ -138,7 +138,7 @@ def test_conversion_f0(board, shift, conversions, thresholds, record):
     record.metric("voicing_error", verr, "ratio", "lower")
     record.metric("f0_gross_error_ratio", gross, "ratio", "lower")
     _common(record, rs[0])
-    for (item, label, r) in [c for c in conversions if c[1] == f"shift{shift:+g}"]:
+    for (item, _label, r) in [c for c in conversions if c[1] == f"shift{shift:+g}"]:
         record.output({"clip": item["id"], "semitones": shift, **{k: r["metrics"][k] for k in (
             "f0_rmse_cents", "f0_median_abs_cents", "voicing_error", "requested_mean_f0_hz", "achieved_mean_f0_hz")},
             "output": r["output"]})
