@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 # apt-cacher-ng: their apt proxy on the controller (boards have no internet).
 APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium postgresql qemu-user-static binfmt-support debootstrap apt-cacher-ng
 
-.PHONY: setup system-deps data demo test models models-npu sim-down clean suite-schema
+.PHONY: setup system-deps data demo test check models models-npu sim-down clean suite-schema
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -64,6 +64,12 @@ demo: models-npu
 
 test: models
 	$(BIN)/python -m pytest tests -v
+
+# The quick loop while developing: lint, then the unit tests (no model build, no emulated fleet,
+# no PostgreSQL or browser: the tests marked slow are left out). `make test` is the full run CI calls.
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests -q -m "not slow" -n 2 -p no:cacheprovider
 
 sim-down:
 	-$(BIN)/fleet sim down

@@ -11,6 +11,9 @@ from device_agent.pipelines.asr_whisper import split_windows
 from device_agent.protocol import BadInput
 from fleet.datasets.local import require
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 SPEECH = require("speech")  # in the data root ($FLEET_DATA)
 
 

@@ -8,6 +8,9 @@ import pytest
 
 from device_agent.protocol import MAX_MESSAGE_BYTES, decode_reply
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 AGENT = [sys.executable, "-m", "device_agent.cli"]
 
 

@@ -41,6 +41,9 @@ from device_agent.protocol import MAX_MESSAGE_BYTES, decode_reply
 from fleet.cli import main as fleet_main
 from fleet.deploy.local import lay_out_board
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "bad_input"
 ARTIFACTS = Path(os.environ.get("FLEET_ARTIFACTS", REPO / "artifacts"))

@@ -26,6 +26,9 @@ from fleet.runner.cli import run_suite
 from fleet.sim import sshd
 from sim_fleet import deployed_fleet
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 

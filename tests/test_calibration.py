@@ -25,6 +25,9 @@ from fleet.models.calibration import (
     split_key,
 )
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 ENC = ARTIFACTS / "cpu" / "whisper-tiny.en" / "encoder.onnx"
 MINILM = ARTIFACTS / "cpu" / "minilm-l6-v2" / "encoder_static.onnx"
 

@@ -19,6 +19,9 @@ import pytest
 
 from fleet.datasets.local import require
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 SPEECH = require("speech")  # in the data root ($FLEET_DATA)

@@ -28,6 +28,9 @@ import pytest
 from fleet.dashboard.server import make_server
 from fleet.results.store import Metric, Result, Store
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]

@@ -23,6 +23,9 @@ from fleet.deploy.artifacts import load_manifest, select
 from fleet.deploy.local import lay_out_board
 from fleet.inventory import Board
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 SPEECH = require("speech")  # in the data root ($FLEET_DATA)
 CLIP = "data/speech/2035-147960-0005.wav"  # evaluation side of the calibration split
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import multiprocessing as mp
 
 from fleet.results.store import Metric, Result, Store, new_run_id
+import pytest
+
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
 
 WORKERS, PER_WORKER = 8, 500
 

@@ -12,6 +12,9 @@ import pytest
 from fleet.errors import FleetError
 from fleet.inventory import ansible_bin, ansible_env, load_inventory
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "inventory" / "lab.yml"
 

@@ -15,6 +15,9 @@ import pytest
 from fleet.errors import FleetError
 from fleet.inventory import ansible_bin, ansible_env, default_inventory, load_inventory
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 # pi5 is a group whose hosts all sit in its child groups (nested twice for pi5_hailo8l_a)
 INVENTORY = """
 all:

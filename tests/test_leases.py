@@ -18,6 +18,10 @@ from fleet.cli import main as fleet_main
 from fleet.leases import LeaseStore, RunLeases
 from fleet.results.store import Store
 from fleet.runner.cli import run_suite
+import pytest
+
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,6 +17,9 @@ from fleet.errors import FleetError
 from fleet.models.calibration import in_calibration_split, split_key
 from fleet.models.parity import eval_clips, run_parity
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):

@@ -21,6 +21,9 @@ from fleet.models.calibration import CalibrationSet
 from fleet.models.parity import eval_texts
 from fleet.models.quantize import QDQ_SCHEME, quantize_static_qdq, select_nodes
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 MINILM = ARTIFACTS / "cpu" / "minilm-l6-v2" / "encoder_static.onnx"
 COS_MIN = 0.985  # measured 0.9920 per-channel / 0.9908 per-tensor on these 48 texts (16 calibration samples)
 

@@ -18,6 +18,9 @@ from fleet.remote import session as session_mod
 from fleet.remote.session import BoardUnreachable, RetryEvent, connect_with_retry, retry_note
 from fleet.runner.suite import load_suite
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 BOARD = Board("b1", "rk3588", "rk3588", True, "/opt/fleet", "127.0.0.1", 1, "root")
 SUITE = "pipeline: asr.whisper_hybrid\nmodel: whisper-tiny.en\ndataset: speech\n"
 

@@ -24,6 +24,9 @@ from fleet.results.store import Store
 from fleet.runner.cli import run_suite
 from fleet.runner.plugin import result_key
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 SETUP_S, TEARDOWN_S = 0.3, 0.2
 
 SUITE_TESTS = f'''

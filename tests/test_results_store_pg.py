@@ -19,6 +19,9 @@ from fleet.results.dburl import parse_target
 from fleet.results.junit import write_junit
 from fleet.results.store import Metric, Result, Store
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 WORKERS, PER_WORKER = 8, 500
 
 

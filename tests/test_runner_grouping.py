@@ -14,6 +14,9 @@ import pytest
 from fleet.inventory import Board
 from fleet.runner.plugin import owned_boards
 
+# integration: real sshd/Ansible, built models, PostgreSQL or a browser (make check leaves it out)
+pytestmark = pytest.mark.slow
+
 
 def _boards(n: int) -> list[Board]:
     return [Board(f"b{i}", "rk3588", "rk3588", True, "/opt/fleet", "h", 22, "root") for i in range(n)]
