@@ -89,10 +89,6 @@ def crepe_graphs() -> dict[str, tuple[list[dict], list[dict]]]:
     return {"pitch_npu": ([dict(i) for i in INPUTS], [dict(o) for o in OUTPUTS])}
 
 
-GRAPHS = {"whisper-tiny.en": whisper_graphs, "minilm-l6-v2": minilm_graphs,
-          "crepe-tiny": crepe_graphs}
-
-
 @dataclass
 class NpuGraph:
     """One exported NPU graph.
@@ -111,15 +107,18 @@ class NpuGraph:
 
 
 def graph_roles(model: str) -> dict[str, tuple[list[dict], list[dict]]]:
-    """role -> (inputs, outputs) of ``model``'s NPU graphs.
+    """role -> (inputs, outputs) of ``model``'s NPU graphs (its recipe's ``npu_graphs()``).
 
     Raises:
-        FleetError: the model has no NPU graphs.
+        FleetError: unknown model, or the model has no NPU graphs (exit 2).
     """
-    if model not in GRAPHS:
-        raise FleetError(f"no NPU graphs for model {model!r}",
-                         f"NPU targets build: {', '.join(GRAPHS)}")
-    return GRAPHS[model]()
+    from fleet.models import recipes
+
+    roles = recipes.get(model).npu_graphs()
+    if not roles:
+        have = ", ".join(r.name for r in recipes.all_recipes() if r.has_npu_graphs)
+        raise FleetError(f"no NPU graphs for model {model!r}", f"NPU targets build: {have}")
+    return roles
 
 
 def export_npu_onnx(module, args: tuple, path: Path, inputs: list[dict],
@@ -504,15 +503,14 @@ def build_crepe(work: Path, report) -> list[NpuGraph]:
     return [NpuGraph(role, f"{role}.onnx", *roles[role]) for role in roles]
 
 
-BUILDERS = {"whisper-tiny.en": build_whisper, "minilm-l6-v2": build_minilm,
-            "crepe-tiny": build_crepe}
-
-
 def build_graphs(model: str, work: Path, report) -> list[NpuGraph]:
-    """Export and verify ``model``'s NPU graphs into ``work`` (see build_whisper/build_minilm).
+    """Export and verify ``model``'s NPU graphs into ``work`` (its recipe's ``build_npu_graphs``:
+    build_whisper, build_minilm, build_crepe for the built-ins).
 
     Raises:
         FleetError: unknown model, export failure or a check out of tolerance (exit 3).
     """
+    from fleet.models import recipes
+
     graph_roles(model)
-    return BUILDERS[model](Path(work), report)
+    return recipes.get(model).build_npu_graphs(Path(work), report)
