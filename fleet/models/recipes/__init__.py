@@ -42,7 +42,9 @@ def _as_recipe(obj, where: str, fix: str) -> Recipe:
         try:
             obj = obj()
         except TypeError as e:  # abstract methods left out, or __init__ needs arguments
-            raise FleetError(f"model recipe {where}: cannot instantiate {obj.__qualname__}: {e}", fix) from None
+            raise FleetError(f"model recipe {where}: cannot instantiate {obj.__name__}: {e}",
+                             f"{fix} (a recipe defines at least expected_files, source_info and build_cpu: "
+                             "fleet/models/recipes/base.py)") from None
     elif not isinstance(obj, Recipe) and hasattr(obj, "RECIPE"):
         obj = obj.RECIPE
     if not isinstance(obj, Recipe):
@@ -109,7 +111,9 @@ def register(recipe: Recipe, replace: bool = False) -> Recipe:
     Raises:
         FleetError: not a Recipe, or its name is taken and ``replace`` is False.
     """
-    r = _as_recipe(recipe, repr(recipe), "pass a subclass of fleet.models.recipes.base.Recipe")
+    what = getattr(recipe, "__name__", None) or type(recipe).__name__
+    r = _as_recipe(recipe, f"{what} (registered at run time)",
+                   "pass a subclass or instance of fleet.models.recipes.base.Recipe")
     if not replace and r.name in _registry():
         raise FleetError(f"model recipe {r.name!r} is already registered",
                          "pick another name, or register(..., replace=True)")
