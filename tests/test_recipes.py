@@ -13,6 +13,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ class FakeNet(Recipe):
     pipeline = "fake.pipeline"
     calibration_data = ("speech",)
     calibration_rule = "random normal rows"
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def expected_files(self):
         return [("net", "fp32", "net.onnx")]
