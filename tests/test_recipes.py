@@ -355,3 +355,29 @@ def test_no_import_cycle_and_light_registry():
             "('torch', 'onnx', 'onnxruntime', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
+
+
+def test_fake_recipe_compiled_by_the_fake_rknn_toolkit(fake, tmp_path, monkeypatch):
+    """The compiled path of the NPU skeleton (rk3588, fake rknn-toolkit2 venv) and its cache
+    rules: same toolchain -> cached; toolchain gone -> rebuild needed."""
+    from test_compile_adapters import make_fake_rknn_venv
+
+    from fleet.models.build import Report, build
+    from fleet.models.target_build import compiler_state, npu_exporter_info, up_to_date
+
+    monkeypatch.setenv("FLEET_RKNN_VENV", str(make_fake_rknn_venv(tmp_path / "tc")))
+    monkeypatch.setenv("FAKE_RKNN_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.delenv("FAKE_RKNN_FAIL", raising=False)
+    out = tmp_path / "artifacts"
+    entries = build("fake-net", "rk3588", out, calib_n=4)
+    npu = {(e["role"], e["variant"]): e for e in entries}[("net_npu", "npu")]
+    assert npu["format"] == "rknn" and npu["path"] == "rk3588/fake-net/net_npu.rknn" and npu["compiled"] is True
+    assert (out / npu["path"]).read_bytes() == b"RKNN-FAKE"
+    again = Report()
+    assert build("fake-net", "rk3588", out, report=again, calib_n=4) == entries and again.metrics["cached"]
+    state = compiler_state("rk3588")
+    assert up_to_date("fake-net", "rk3588", out, fake.source_info(), npu_exporter_info(), state) == entries
+    monkeypatch.setenv("FLEET_RKNN_VENV", str(tmp_path / "none"))
+    gone = compiler_state("rk3588")
+    assert gone["available"] is False
+    assert up_to_date("fake-net", "rk3588", out, fake.source_info(), npu_exporter_info(), gone) is None
