@@ -24,6 +24,31 @@ in) runs inside ``build_cpu`` / ``build_npu_graphs``: a failed check raises Flee
 
 Heavy imports (torch, transformers, onnx) belong inside the methods: the registry imports every
 recipe module to list the models, and ``fleet --help`` must stay fast.
+
+A minimal recipe (cpu only; tests/test_recipes.py has one with NPU graphs, calibration and
+parity)::
+
+    from fleet.models.recipes.base import Recipe
+
+    class TinyNet(Recipe):
+        name = "tiny-net"
+        summary = "a lab's classifier exported to ONNX"
+        verification = "onnxruntime vs torch on 16 samples, max abs 1e-4"
+
+        def expected_files(self):
+            return [("net", "fp32", "net.onnx")]
+
+        def source_info(self):
+            return {"package": "lab-weights", "version": "1.0", "sha256": "<weights sha256>"}
+
+        def build_cpu(self, work, report):
+            with report.step("export net.onnx"):
+                ...  # write work / "net.onnx" and check it; raise FleetError(exit_code=3) if off
+            return [{"model": self.name, "role": "net", "variant": "fp32", "target": "cpu",
+                     "format": "onnx", "path": "net.onnx", "inputs": [...], "outputs": [...],
+                     "quantization": "none"}], {}
+
+    RECIPE = TinyNet()   # in fleet/models/recipes/tiny_net.py; a plug-in names the class instead
 """
 
 from __future__ import annotations
