@@ -381,3 +381,28 @@ def test_fake_recipe_compiled_by_the_fake_rknn_toolkit(fake, tmp_path, monkeypat
     gone = compiler_state("rk3588")
     assert gone["available"] is False
     assert up_to_date("fake-net", "rk3588", out, fake.source_info(), npu_exporter_info(), gone) is None
+
+
+def test_plugin_package_found_by_importlib_metadata(tmp_path):
+    """A lab's package on sys.path (a dist-info with entry_points.txt, as pip installs it) adds a
+    model to `fleet models list` without any edit in fleet."""
+    import os
+
+    site = tmp_path / "site"
+    dist = site / "lab_recipes-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-recipes\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[fleet.recipes]\nlab-yolo = lab_recipes:Yolo\n")
+    (site / "lab_recipes.py").write_text(PLUGIN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    run = subprocess.run([sys.executable, "-m", "fleet", "models", "list", "--names"], capture_output=True,
+                         text=True, cwd=REPO, env=env, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["crepe-tiny", "lab-yolo", "minilm-l6-v2", "whisper-tiny.en"]
+    (site / "lab_recipes.py").write_text("import vendor_sdk_that_is_missing\n")
+    run = subprocess.run([sys.executable, "-m", "fleet", "models", "list"], capture_output=True, text=True,
+                         cwd=REPO, env=env, check=False)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "model recipe plug-in 'lab-yolo' (lab_recipes:Yolo, entry point group fleet.recipes, from lab-recipes)" \
+        " failed to load: ModuleNotFoundError" in run.stderr
+    assert "pip uninstall lab-recipes" in run.stderr
