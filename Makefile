@@ -43,10 +43,10 @@ setup: $(VENV)/.installed
 data: setup
 	$(BIN)/fleet datasets fetch
 
+# Every model with a recipe (`fleet models list`: one file each in fleet/models/recipes/, plus plug-ins).
 models: data
-	$(BIN)/fleet models build whisper-tiny.en
-	$(BIN)/fleet models build minilm-l6-v2
-	$(BIN)/fleet models build crepe-tiny
+	@set -e; names=$$($(BIN)/fleet models list --names); \
+	for m in $$names; do echo "fleet models build $$m"; $(BIN)/fleet models build $$m; done
 
 # The emulated Pi 5 + Hailo-8L and RK3588 boards run what their NPU would: the static QDQ INT8
 # emulation models of each target's build (the HEF/RKNN too, when the DFC or rknn toolchain exists).

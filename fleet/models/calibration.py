@@ -174,6 +174,22 @@ def rag_texts(root: Path | None = None, split: str = "calibration",
     return out
 
 
+def evaluation_texts(n: int = 64) -> list[str]:
+    """``n`` evaluation-side texts of cranfield/cisi: half documents, half queries, spread by hash
+    (the parity comparison's inputs; never calibrated on)."""
+    rows = rag_texts(split="evaluation")
+    order = sorted(rows, key=lambda r: hashlib.sha256(r["key"].encode()).hexdigest())
+    docs = [r["text"] for r in order if ":doc:" in r["key"]][: n - n // 2]
+    queries = [r["text"] for r in order if ":query:" in r["key"]][: n // 2]
+    return docs + queries
+
+
+def evaluation_clips(limit: int | None = None) -> list[dict]:
+    """Evaluation-side speech clips (manifest rows), in manifest order, at most ``limit``."""
+    clips = speech_items(split="evaluation")
+    return clips[:limit] if limit else clips
+
+
 def _interleave(items: list[dict], n: int) -> list[dict]:
     """The first n items in sha256(key) order: a deterministic pick spread over the files."""
     order = sorted(items, key=lambda r: hashlib.sha256(r["key"].encode()).hexdigest())
@@ -403,8 +419,13 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def build_calibration_set(model: str, graph: Path, out_dir: Path, n: int = 64) -> CalibrationSet:
     """Draw a calibration set for ``graph`` from the suite data and save it in ``out_dir``.
 
+    The samples come from the model's recipe (fleet.models.recipes: ``calibration_arrays``,
+    drawn from its ``calibration_data`` sets); layout, determinism, sidecar and split are this
+    module's, the same for every model.
+
     Args:
-        model: ``whisper-tiny.en``, ``minilm-l6-v2`` or ``crepe-tiny``.
+        model: a recipe with calibration data (``whisper-tiny.en``, ``minilm-l6-v2``,
+            ``crepe-tiny``).
         graph: the fp32 ONNX graph to be quantized; its inputs decide the arrays' names, shapes,
             dtypes and layout (NCHW [1,80,1000] vs NHWC [1,1,1000,80] mels).
         out_dir: where ``calib_<graph stem>.npz`` and its ``.json`` sidecar are written.
@@ -419,19 +440,18 @@ def build_calibration_set(model: str, graph: Path, out_dir: Path, n: int = 64) -
     """
     if n < 1:
         raise FleetError(f"calibration size n={n} must be >= 1", "use e.g. n=64")
+    from fleet.models import recipes
+
     inputs = graph_inputs(Path(graph))
-    if model.startswith("whisper"):
-        arrays, items, what = whisper_arrays(model, Path(graph), inputs, n)
-        rule, data = "speech clips", ("speech",)
-    elif model.startswith("minilm"):
-        arrays, items, what = minilm_arrays(Path(graph), inputs, n)
-        rule, data = "cranfield/cisi docs and queries", ("cranfield", "cisi")
-    elif model.startswith("crepe"):
-        arrays, items, what = crepe_arrays(Path(graph), inputs, n)
-        rule, data = "speech clips", ("speech",)
-    else:
+    recipe = recipes.find(model)
+    if recipe is None or not recipe.calibration_data:
+        have = [r.name for r in recipes.all_recipes() if r.calibration_data]
         raise FleetError(f"no calibration data recipe for model {model!r}",
-                         "use whisper-tiny.en, minilm-l6-v2 or crepe-tiny")
+                         f"use {', '.join(have[:-1])} or {have[-1]}" if len(have) > 1 else
+                         f"use {''.join(have) or 'a model whose recipe has calibration_data'}")
+    draw = recipe.calibration_arrays(Path(graph), inputs, n)
+    arrays, items, what = draw.arrays, draw.items, draw.what
+    rule, data = recipe.calibration_rule, recipe.calibration_data
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"calib_{Path(graph).stem}.npz"

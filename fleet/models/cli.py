@@ -1,6 +1,9 @@
-"""``fleet models``: build model artifacts (``fleet models build MODEL [--target cpu]``).
+"""``fleet models``: build model artifacts (``fleet models build MODEL [--target cpu]``), list the
+model recipes (``fleet models list``), parity and import.
 
-Only argparse is imported at module level; torch and transformers load inside the handler.
+Only argparse is imported at module level; torch and transformers load inside the handler. The
+model names come from the recipe registry (fleet.models.recipes), whose modules import nothing
+heavy.
 """
 
 from __future__ import annotations
@@ -11,9 +14,22 @@ import json
 from pathlib import Path
 
 
+def _model_names(need: str | None = None) -> str:
+    """The registry's model names for help texts (``need``: a Recipe attribute that must be set);
+    a broken plug-in leaves the help text to ``fleet models list``, which reports it."""
+    from fleet.errors import FleetError
+    from fleet.models import recipes
+
+    try:
+        return ", ".join(r.name for r in recipes.all_recipes() if need is None or getattr(r, need))
+    except FleetError:
+        return "see fleet models list"
+
+
 def register(subparsers) -> None:
-    """Add ``models`` with its ``build`` sub-command to the ``fleet`` parser."""
-    from fleet.models.build import KNOWN_MODELS, TARGETS
+    """Add ``models`` with its ``build``, ``list``, ``parity`` and ``import`` sub-commands to the
+    ``fleet`` parser."""
+    from fleet.models.build import TARGETS
 
     p = subparsers.add_parser("models", help="build model artifacts (ONNX; NPU graphs + HEF/RKNN)",
                               description="Build model artifacts and artifacts/manifest.json.")
@@ -21,7 +37,7 @@ def register(subparsers) -> None:
     b = sub.add_parser("build", help="build one model for one target",
                        description="Build, verify and record the artifacts of MODEL for TARGET. "
                                    "Does nothing if they are already built and unchanged.")
-    b.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(KNOWN_MODELS)}")
+    b.add_argument("model", metavar="MODEL", help=f"one of: {_model_names()} (fleet models list)")
     b.add_argument("--target", default="cpu", metavar="TARGET",
                    help=f"one of: {', '.join(TARGETS)} (default: cpu)")
     b.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -36,9 +52,46 @@ def register(subparsers) -> None:
     b.add_argument("--json", action="store_true",
                    help="print the entries and measurements as JSON on stdout")
     b.set_defaults(func=cmd_build)
+    register_list(sub)
     register_parity(sub)
     register_import(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def register_list(sub) -> None:
+    """``fleet models list [--names | --json]`` (the recipe registry, fleet.models.recipes)."""
+    q = sub.add_parser("list", help="the models fleet can build (one recipe each, plug-ins included)",
+                       description="The model recipes: built-ins (fleet/models/recipes/) and plug-ins of the "
+                                   "entry-point group fleet.recipes, with their cpu roles, NPU graphs, "
+                                   "calibration data, parity pipeline and what the build verifies.")
+    fmt = q.add_mutually_exclusive_group()
+    fmt.add_argument("--names", action="store_true", help="one model name per line (for scripts and make)")
+    fmt.add_argument("--json", action="store_true", help="print the recipes as JSON")
+    q.set_defaults(func=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Handler of ``fleet models list``."""
+    from fleet.models import recipes
+
+    rows = [r.describe() for r in recipes.all_recipes()]
+    if args.names:
+        print("\n".join(r["name"] for r in rows))
+        return 0
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="model recipes (fleet models build MODEL [--target T])")
+    for col in ("model", "NPU graphs", "calibration", "parity", "summary"):
+        table.add_column(col, no_wrap=col != "summary")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["npu_graphs"]) or "-", ", ".join(r["calibration_data"]) or "-",
+                      r["pipeline"] or "-", r["summary"])
+    Console(soft_wrap=True).print(table)
+    return 0
 
 
 def register_parity(sub) -> None:
@@ -48,7 +101,7 @@ def register_parity(sub) -> None:
                        description="Per-output cosine / max abs error and the task-metric delta (WER, "
                                    "recall@10) of the target's model against the fp32 reference; stored "
                                    "in the manifest entry (fleet.models.parity).")
-    q.add_argument("model", metavar="MODEL", help="whisper-tiny.en, minilm-l6-v2 or crepe-tiny")
+    q.add_argument("model", metavar="MODEL", help=f"one of: {_model_names('pipeline')}")
     q.add_argument("--target", default="cpu", metavar="TARGET",
                    help="cpu (int8 dynamic), hailo8l, hailo8 or rk3588 (static QDQ INT8 emulation)")
     q.add_argument("--artifacts", type=Path, default=None, metavar="DIR",

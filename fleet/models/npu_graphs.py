@@ -89,10 +89,6 @@ def crepe_graphs() -> dict[str, tuple[list[dict], list[dict]]]:
     return {"pitch_npu": ([dict(i) for i in INPUTS], [dict(o) for o in OUTPUTS])}
 
 
-GRAPHS = {"whisper-tiny.en": whisper_graphs, "minilm-l6-v2": minilm_graphs,
-          "crepe-tiny": crepe_graphs}
-
-
 @dataclass
 class NpuGraph:
     """One exported NPU graph.
@@ -111,15 +107,18 @@ class NpuGraph:
 
 
 def graph_roles(model: str) -> dict[str, tuple[list[dict], list[dict]]]:
-    """role -> (inputs, outputs) of ``model``'s NPU graphs.
+    """role -> (inputs, outputs) of ``model``'s NPU graphs (its recipe's ``npu_graphs()``).
 
     Raises:
-        FleetError: the model has no NPU graphs.
+        FleetError: unknown model, or the model has no NPU graphs (exit 2).
     """
-    if model not in GRAPHS:
-        raise FleetError(f"no NPU graphs for model {model!r}",
-                         f"NPU targets build: {', '.join(GRAPHS)}")
-    return GRAPHS[model]()
+    from fleet.models import recipes
+
+    roles = recipes.get(model).npu_graphs()
+    if not roles:
+        have = ", ".join(r.name for r in recipes.all_recipes() if r.has_npu_graphs)
+        raise FleetError(f"no NPU graphs for model {model!r}", f"NPU targets build: {have}")
+    return roles
 
 
 def export_npu_onnx(module, args: tuple, path: Path, inputs: list[dict],
@@ -257,8 +256,9 @@ def greedy_decode_fixed(session, encoder_out: np.ndarray, gen: dict,
     """Greedy transcription with the fixed-window decoder_npu (onnxruntime session).
 
     The window holds prompt + generated tokens, padded with eot; step n reads the logits at
-    position n-1 (no KV cache: the whole window is re-run). Suppression as the cpu decoder
-    (generation.json). Stops at eot or when the window is full (seq - len(prompt) new tokens).
+    position n-1 (no KV cache: the whole window is re-run). Suppression and greedy loop are the
+    board's (device_agent.whisper_generation). Stops at eot or when the window is full
+    (seq - len(prompt) new tokens).
 
     Args:
         session: onnxruntime session of decoder_npu.onnx.
@@ -268,52 +268,39 @@ def greedy_decode_fixed(session, encoder_out: np.ndarray, gen: dict,
     Returns:
         the new token ids, without the prompt and without eot.
     """
-    mask = np.zeros(gen["vocab_size"], dtype=bool)
-    mask[gen["suppress_ids"]] = True
-    mask[gen["suppress_from"]:] = True
-    begin = mask.copy()
-    begin[gen["suppress_ids_begin"]] = True
-    window = list(gen["prompt"])
-    out: list[int] = []
+    from device_agent.whisper_generation import greedy, suppression_masks
+
     names = [o.name for o in session.get_outputs()]
-    while len(window) < seq:
+
+    def next_logits(generated: list[int]) -> np.ndarray:
+        window = list(gen["prompt"]) + generated
         toks = np.full((1, seq), gen["eot"], np.int64)
         toks[0, :len(window)] = window
         chunks = session.run(names, {"tokens": toks, "encoder_out": encoder_out})
-        logits = np.concatenate(chunks, axis=-1)[0, len(window) - 1]
-        tok = int(np.argmax(np.where(begin if not out else mask, -np.inf, logits)))
-        if tok == gen["eot"]:
-            break
-        out.append(tok)
-        window.append(tok)
-    return out
+        return np.concatenate(chunks, axis=-1)[0, len(window) - 1]
+
+    return greedy(next_logits, gen["eot"], seq - len(gen["prompt"]), *suppression_masks(gen))
 
 
 def _greedy_torch_cached(hf_model, encoder_out, gen: dict, max_new: int) -> list[int]:
-    """Greedy tokens of the KV-cached DecoderStep (torch), the reference for decoder_npu."""
+    """Greedy tokens of the KV-cached DecoderStep (torch), the reference for decoder_npu (the
+    board's suppression and loop, device_agent.whisper_generation)."""
     import torch
 
+    from device_agent.whisper_generation import greedy, suppression_masks
     from fleet.models.whisper_torch import CrossKV, DecoderStep
 
     ckv, step = CrossKV(hf_model).eval(), DecoderStep(hf_model).eval()
-    mask = np.zeros(gen["vocab_size"], dtype=bool)
-    mask[gen["suppress_ids"]] = True
-    mask[gen["suppress_from"]:] = True
-    begin = mask.copy()
-    begin[gen["suppress_ids_begin"]] = True
-    out: list[int] = []
     with torch.no_grad():
         ck, cv = ckv(torch.from_numpy(encoder_out))
-        sk = sv = torch.zeros(4, 1, 0, D)
-        feed = list(gen["prompt"])
-        for _ in range(max_new):
-            lg, sk, sv = step(torch.tensor([feed]), sk, sv, ck, cv)
-            tok = int(np.argmax(np.where(begin if not out else mask, -np.inf, lg.numpy()[0])))
-            if tok == gen["eot"]:
-                break
-            out.append(tok)
-            feed = [tok]
-    return out
+        cache = [torch.zeros(4, 1, 0, D)] * 2  # self K, self V
+
+        def next_logits(generated: list[int]) -> np.ndarray:
+            feed = [generated[-1]] if generated else list(gen["prompt"])
+            lg, cache[0], cache[1] = step(torch.tensor([feed]), cache[0], cache[1], ck, cv)
+            return lg.numpy()[0]
+
+        return greedy(next_logits, gen["eot"], max_new, *suppression_masks(gen))
 
 
 def build_whisper(work: Path, report) -> list[NpuGraph]:
@@ -504,15 +491,14 @@ def build_crepe(work: Path, report) -> list[NpuGraph]:
     return [NpuGraph(role, f"{role}.onnx", *roles[role]) for role in roles]
 
 
-BUILDERS = {"whisper-tiny.en": build_whisper, "minilm-l6-v2": build_minilm,
-            "crepe-tiny": build_crepe}
-
-
 def build_graphs(model: str, work: Path, report) -> list[NpuGraph]:
-    """Export and verify ``model``'s NPU graphs into ``work`` (see build_whisper/build_minilm).
+    """Export and verify ``model``'s NPU graphs into ``work`` (its recipe's ``build_npu_graphs``:
+    build_whisper, build_minilm, build_crepe for the built-ins).
 
     Raises:
         FleetError: unknown model, export failure or a check out of tolerance (exit 3).
     """
+    from fleet.models import recipes
+
     graph_roles(model)
-    return BUILDERS[model](Path(work), report)
+    return recipes.get(model).build_npu_graphs(Path(work), report)

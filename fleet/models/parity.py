@@ -18,6 +18,10 @@ per-output cosine (mean/min) and max abs error. Task metric deltas (candidate mi
   judged query), the corpus embedded by each encoder (``rag.hybrid`` task=evaluate, static
   [1,256] encoder, no cache).
 
+What the comparison feeds and which task metric follows is the model's recipe's
+(fleet.models.recipes: ``pipeline``, ``parity_options``, ``parity_task``, ``format_task``); this
+module lays out the board, runs the agent and stores the result.
+
 Evaluation inputs are the evaluation side of ``fleet.models.calibration``'s split, so no
 calibration item is measured. The result is stored in the manifest entry of the candidate model
 (``parity``) unless ``store=False``.
@@ -32,30 +36,21 @@ from pathlib import Path
 from fleet.errors import FleetError
 
 BOARD_OF = {"hailo8l": "pi5-hailo8l", "hailo8": "pi5-hailo8l", "rk3588": "rk3588", "cpu": "cpu"}
-PIPELINE_OF = {"whisper-tiny.en": "asr.whisper_hybrid", "minilm-l6-v2": "rag.hybrid", "crepe-tiny": "vc.pitch_shift"}
 EVAL_TEXTS = 64   # MiniLM texts for the per-output comparison (half documents, half queries)
-RECALL_K = 10
 
 
 def eval_texts(n: int = EVAL_TEXTS) -> list[str]:
-    """``n`` evaluation-side texts of cranfield/cisi: half documents, half queries, spread by hash."""
-    import hashlib
+    """``n`` evaluation-side texts of cranfield/cisi (fleet.models.calibration.evaluation_texts)."""
+    from fleet.models.calibration import evaluation_texts
 
-    from fleet.models.calibration import rag_texts
-
-    rows = rag_texts(split="evaluation")
-    order = sorted(rows, key=lambda r: hashlib.sha256(r["key"].encode()).hexdigest())
-    docs = [r["text"] for r in order if ":doc:" in r["key"]][: n - n // 2]
-    queries = [r["text"] for r in order if ":query:" in r["key"]][: n // 2]
-    return docs + queries
+    return evaluation_texts(n)
 
 
 def eval_clips(limit: int | None = None) -> list[dict]:
-    """Evaluation-side speech clips (manifest rows), in manifest order, at most ``limit``."""
-    from fleet.models.calibration import speech_items
+    """Evaluation-side speech clips, at most ``limit`` (fleet.models.calibration.evaluation_clips)."""
+    from fleet.models.calibration import evaluation_clips
 
-    clips = speech_items(split="evaluation")
-    return clips[:limit] if limit else clips
+    return evaluation_clips(limit)
 
 
 def _agent(root: Path):
@@ -74,52 +69,6 @@ def _request(agent, op: str, args: dict) -> dict:
         raise FleetError(f"agent {op} failed: {e.get('type')}: {e.get('message')}", e.get("fix") or "see the message",
                          exit_code=3)
     return rep.result
-
-
-def whisper_task(agent, clips: list[dict], options: dict) -> tuple[dict, dict]:
-    """(parity op result, {wer_reference, wer_candidate, wer_delta, cer_*, clips})."""
-    from fleet.metrics.asr import wer_cer
-
-    r = _request(agent, "parity", {"pipeline": PIPELINE_OF["whisper-tiny.en"], "options": options,
-                                   "inputs": [f"data/speech/{c['audio']}" for c in clips]})
-    refs = [c["text"] for c in clips]
-    w_ref, c_ref = wer_cer(refs, [p["text_reference"] for p in r["per_input"]])
-    w_cand, c_cand = wer_cer(refs, [p["text_candidate"] for p in r["per_input"]])
-    changed = sum(p["text_reference"] != p["text_candidate"] for p in r["per_input"])
-    return r, {"metric": "wer", "clips": len(clips), "wer_reference": round(w_ref, 5),
-               "wer_candidate": round(w_cand, 5), "wer_delta": round(w_cand - w_ref, 5),
-               "cer_reference": round(c_ref, 5), "cer_candidate": round(c_cand, 5),
-               "cer_delta": round(c_cand - c_ref, 5), "transcripts_changed": changed}
-
-
-def crepe_task(agent, clips: list[dict], options: dict) -> tuple[dict, dict]:
-    """(parity op result, {pitch error in cents of the candidate's F0 against the fp32 F0})."""
-    r = _request(agent, "parity", {"pipeline": PIPELINE_OF["crepe-tiny"], "options": options,
-                                   "inputs": [f"data/speech/{c['audio']}" for c in clips]})
-    return r, {"metric": "pitch_cents", "clips": len(clips), **r["pitch"]}
-
-
-def minilm_task(agent, options: dict, collection: str = "cranfield", texts: int = EVAL_TEXTS,
-                task_metric: bool = True) -> tuple[dict, dict]:
-    """(parity op result, {recall@10 vector/hybrid reference, candidate, delta}) on ``collection``."""
-    pipe = PIPELINE_OF["minilm-l6-v2"]
-    r = _request(agent, "parity", {"pipeline": pipe, "options": options, "inputs": eval_texts(texts)})
-    if not task_metric:
-        return r, {}
-    out = {"metric": f"recall_at_{RECALL_K}", "collection": collection}
-    for side, opts in (("reference", {**options, "precision": "fp32", "encoder": "static"}),
-                       ("candidate", options)):
-        ev = _request(agent, "run", {"pipeline": pipe, "input": f"data/{collection}", "telemetry": False,
-                                     "options": {**opts, "cache": False, "per_query": False}})
-        for mode in ("vector", "hybrid"):
-            out[f"{mode}_recall_at_10_{side}"] = ev["metrics"][mode]["recall_at_10"]
-            out[f"{mode}_ndcg_at_10_{side}"] = ev["metrics"][mode]["ndcg_at_10"]
-        out[f"encoder_{side}"] = ev["encoder"]["artifact"]
-        out["queries"] = ev["queries"]["evaluated"]
-    for mode in ("vector", "hybrid"):
-        out[f"{mode}_recall_at_10_delta"] = round(out[f"{mode}_recall_at_10_candidate"]
-                                                  - out[f"{mode}_recall_at_10_reference"], 5)
-    return r, out
 
 
 def _candidate_entry(entries: list[dict], model: str, target: str, artifact: str) -> dict | None:
@@ -169,31 +118,30 @@ def run_parity(model: str, target: str = "cpu", artifacts_root: Path | None = No
             target (says which build to run), or the agent failed.
     """
     from fleet.deploy.local import lay_out_board
+    from fleet.models import recipes
     from fleet.models.calibration import SPLIT_MOD, dataset_folder
+    from fleet.models.recipes.base import ParityRequest
     from fleet.paths import artifacts_dir
 
-    if model not in PIPELINE_OF:
-        raise FleetError(f"no parity recipe for model {model!r}", f"use one of {', '.join(PIPELINE_OF)}", exit_code=2)
+    recipe = recipes.find(model)
+    if recipe is None or recipe.pipeline is None:
+        have = [r.name for r in recipes.all_recipes() if r.pipeline]
+        raise FleetError(f"no parity recipe for model {model!r}", f"use one of {', '.join(have)}", exit_code=2)
     if target not in BOARD_OF:
         raise FleetError(f"unknown target {target!r}", f"use one of {', '.join(BOARD_OF)}", exit_code=2)
     root_art = Path(artifacts_root or artifacts_dir())
     t0 = time.perf_counter()
     emulated = target != "cpu"
-    options = {"precision": "int8", "threads": threads}
-    if model == "minilm-l6-v2":
-        options["encoder"] = "static" if target == "cpu" else "auto"
+    options = recipe.parity_options(target, {"precision": "int8", "threads": threads})
     with tempfile.TemporaryDirectory(prefix="fleet-parity-") as tmp:
         data = {"speech": dataset_folder("speech"), collection: dataset_folder(collection)}
         board_root = lay_out_board(Path(tmp), root_art, board=BOARD_OF[target], accelerator=target,
                                    emulated=emulated, models=(model,), data=data)
         agent = _agent(board_root)
         try:
-            if model == "whisper-tiny.en":
-                r, task = whisper_task(agent, eval_clips(clips), options)
-            elif model == "crepe-tiny":
-                r, task = crepe_task(agent, eval_clips(clips), options)
-            else:
-                r, task = minilm_task(agent, options, collection, texts, task_metric)
+            r, task = recipe.parity_task(ParityRequest(
+                request=lambda op, args: _request(agent, op, args), options=options, target=target,
+                clips=clips, texts=texts, collection=collection, task_metric=task_metric))
         finally:
             agent.close()
     cand = r["candidate"]
@@ -221,19 +169,12 @@ def format_table(res: dict) -> str:
     for name, s in res["outputs"].items():
         lines.append(f"  {name}: cosine mean {s['cosine_mean']:.5f} min {s['cosine_min']:.5f}, "
                      f"max abs err {s['max_abs_err']:.4g} (n={s['n']})")
-    t = res["task"]
-    if t.get("metric") == "wer":
-        lines.append(f"  WER {t['wer_reference']:.2%} -> {t['wer_candidate']:.2%} (delta {t['wer_delta']:+.2%}, "
-                     f"{t['clips']} clips, {t['transcripts_changed']} transcripts changed)")
-    elif t.get("metric") == "pitch_cents":
-        lines.append(f"  pitch |F0 difference| median {t['median_abs_cents']} cents, mean {t['mean_abs_cents']}, "
-                     f"p95 {t['p95_abs_cents']}, {t['over_50_cents']:.1%} over 50 cents "
-                     f"({t['voiced_frames']} voiced frames, {t['clips']} clips)")
-    elif t.get("metric"):
-        lines.append(f"  recall@10 vector {t['vector_recall_at_10_reference']:.4f} -> "
-                     f"{t['vector_recall_at_10_candidate']:.4f} (delta {t['vector_recall_at_10_delta']:+.4f}), "
-                     f"hybrid {t['hybrid_recall_at_10_reference']:.4f} -> {t['hybrid_recall_at_10_candidate']:.4f} "
-                     f"(delta {t['hybrid_recall_at_10_delta']:+.4f}) on {t['collection']} ({t['queries']} queries)")
+    from fleet.models import recipes
+
+    recipe = recipes.find(res["model"])
+    line = recipe.format_task(res["task"]) if recipe is not None and res["task"].get("metric") else None
+    if line:
+        lines.append(f"  {line}")
     lines.append(f"  {res['seconds']} s" + (", stored in the manifest" if res.get("stored") else ""))
     return "\n".join(lines)
 

@@ -18,22 +18,23 @@ QDQ) and, when compiled, ``npu`` (hef | rknn). Every entry has ``toolchain`` {na
 
 Without the toolchain the build still writes graphs, calibration and emulation model, prints
 what to install and where from, and records ``compiled: false``; ``require_compiler=True``
-turns that into an error (exit 3) before anything is built. Caching and atomicity as the cpu
-build (fleet.models.build): nothing changes under ``out`` unless every step passed.
+turns that into an error (exit 3) before anything is built. Caching and atomicity are the cpu
+build's (the shared fleet.models.skeleton): nothing changes under ``out`` unless every step
+passed. What the model's graphs are, how they are verified and where their calibration data
+comes from is its recipe's (fleet.models.recipes).
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from fleet.errors import FleetError
 from fleet.models import manifest as mf
+from fleet.models import recipes
+from fleet.models.skeleton import Report, build_group, cached_group, toolchain_versions
 
 HAILO_TARGETS = ("hailo8l", "hailo8")
 RKNN_TARGETS = ("rk3588",)
@@ -48,16 +49,9 @@ def npu_exporter_info() -> dict:
     from fleet.models.npu_graphs import NPU_OPSET
     from fleet.models.quantize import QDQ_SCHEME
 
-    info = {}
-    for pkg in NPU_EXPORTER_PACKAGES:
-        try:
-            info[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            info[pkg] = "missing"
-    info["opset"] = NPU_OPSET
-    info["qdq_scheme"] = QDQ_SCHEME  # a scheme change rebuilds the static INT8 models
-    info["exporter"] = "torchscript"
-    return info
+    # a QDQ scheme change rebuilds the static INT8 models
+    return toolchain_versions(NPU_EXPORTER_PACKAGES, opset=NPU_OPSET, qdq_scheme=QDQ_SCHEME,
+                              exporter="torchscript")
 
 
 def compiler_state(target: str, rknn_venv: Path | None = None) -> dict:
@@ -86,7 +80,7 @@ def compiler_state(target: str, rknn_venv: Path | None = None) -> dict:
 
 
 def expected_keys(model: str, compiled: bool) -> set[tuple[str, str]]:
-    """(role, variant) pairs a target build of ``model`` records."""
+    """(role, variant) pairs a target build of ``model`` records (roles: its recipe's NPU graphs)."""
     from fleet.models.npu_graphs import graph_roles
 
     variants = ("fp32", "int8", "npu") if compiled else ("fp32", "int8")
@@ -102,29 +96,16 @@ def up_to_date(model: str, target: str, out: Path, source: dict, exporter: dict,
     today's toolchain (compiled with the same version and quantization scheme, or not compiled
     and still unavailable).
     """
-    try:
-        entries = [e for e in mf.read_manifest(out) if (e["model"], e["target"]) == (model, target)]
-    except FleetError:
-        return None
     compiled = compiler["available"]
-    if {(e["role"], e["variant"]) for e in entries} != expected_keys(model, compiled):
-        return None
-    for e in entries:
-        if e.get("source") != source or e.get("exporter") != exporter:
-            return None
+
+    def same_compile(e: dict) -> bool:
         if bool(e.get("compiled")) != compiled:
-            return None
-        if e["variant"] == "npu" and (e.get("toolchain", {}).get("version") != compiler["version"]
-                                      or e.get("quantization") != compiler["quantization"]):
-            return None
-        try:
-            mf.verify_artifact(e, out)
-            cal = e.get("calibration")
-            if cal:
-                mf.verify_artifact({**e, "path": cal["path"], "sha256": cal["sha256"]}, out)
-        except FleetError:
-            return None
-    return entries
+            return False
+        return not (e["variant"] == "npu" and (e.get("toolchain", {}).get("version") != compiler["version"]
+                                               or e.get("quantization") != compiler["quantization"]))
+
+    return cached_group(model, target, out, expected_keys(model, compiled), source, exporter,
+                        accept=same_compile)
 
 
 def _compile(target: str, graph, work: Path, arrays: dict, rknn_venv: Path | None):
@@ -174,7 +155,7 @@ def build_target(model: str, target: str, out: Path, force: bool = False, report
         target: ``hailo8l``, ``hailo8`` or ``rk3588``.
         out: artifacts root (files in ``out/<target>/<model>/``, entries in manifest.json).
         force: rebuild even if up to date.
-        report: fleet.models.build.Report (progress and metrics), or None.
+        report: fleet.models.skeleton.Report (progress and metrics), or None.
         require_compiler: a missing toolchain is an error (exit 3) instead of a build without
             the compiled binary.
         calib_n: calibration samples per graph.
@@ -189,12 +170,12 @@ def build_target(model: str, target: str, out: Path, force: bool = False, report
             require_compiler (exit 3); a failed export, verification, quantization or compile
             (exit 3). Nothing under ``out`` changes then.
     """
-    from fleet.models import build as b
-    from fleet.models.npu_graphs import build_graphs, graph_roles
+    from fleet.models import npu_graphs
 
-    report = report or b.Report()
+    report = report or Report()
     t0 = time.perf_counter()
-    graph_roles(model)  # unknown model -> FleetError before any work
+    recipe = recipes.get(model)
+    npu_graphs.graph_roles(model)  # no NPU graphs -> FleetError before any work
     out = Path(out).resolve()
     compiler = compiler_state(target, rknn_venv)
     m = report.metrics
@@ -208,37 +189,23 @@ def build_target(model: str, target: str, out: Path, force: bool = False, report
         report.info(f"[yellow]![/yellow] {target} compiler missing: {compiler['reason']}. "
                     f"Building the NPU graphs, calibration set and emulation model only "
                     f"(manifest: compiled false).")
-    source, exporter = b.source_info(model), npu_exporter_info()
-    if not force:
-        cached = up_to_date(model, target, out, source, exporter, compiler)
-        if cached is not None:
-            m["cached"] = True
-            report.info(f"[green]✓[/green] {model} ({target}) is up to date in {out}: "
-                        f"{len(cached)} entries, sha256 match, same source, exporter and "
-                        f"toolchain (use --force to rebuild)")
-            return cached
-    m["cached"] = False
-    existing = mf.read_manifest(out)  # fail early on a broken manifest
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".build-{model}-{target}-", dir=out))
-    rel = f"{target}/{model}"
-    try:
-        graphs = build_graphs(model, work, report)
+    source, exporter = recipe.source_info(), npu_exporter_info()
+
+    def make(work: Path, rel: str) -> list[dict]:
         entries = []
-        for g in graphs:
+        # looked up on the module at call time (tests replace npu_graphs.build_graphs)
+        for g in npu_graphs.build_graphs(model, work, report):
             entries += _build_role(model, target, g, work, rel, compiler, calib_n, rknn_venv,
                                    report)
         for e in entries:
             e.update(source=source, exporter=exporter)
-        entries = b.swap_in(work, out, model, target, entries, existing)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    total = sum(e["bytes"] for e in entries)
-    m["build_s"] = round(time.perf_counter() - t0, 1)
-    report.info(f"[green]✓[/green] wrote {len(entries)} entries ({total / 1e6:.1f} MB) to "
-                f"{out / target / model} and {out / mf.MANIFEST} "
-                f"[dim](total {m['build_s']:.1f} s)[/dim]")
+        return entries
+
+    entries = build_group(model, target, out, report, force=force,
+                          cached=lambda: up_to_date(model, target, out, source, exporter, compiler),
+                          make=make, same="source, exporter and toolchain", t0=t0)
+    if m["cached"]:
+        return entries
     if not compiler["available"]:
         report.info(f"[yellow]![/yellow] not compiled for {target}: {compiler['reason']}")
     return entries

@@ -52,7 +52,8 @@ def session(path: Path, threads: int = 2):
 
 
 def greedy_decode(cross_kv, decoder, encoder_out: np.ndarray, gen: dict) -> list[int]:
-    """Greedy transcription with the cross_kv and decoder_step ONNX sessions.
+    """Greedy transcription with the cross_kv and decoder_step ONNX sessions (the board's loop and
+    suppression: device_agent.whisper_generation).
 
     Args:
         cross_kv, decoder: onnxruntime sessions of cross_kv*.onnx and decoder_step*.onnx.
@@ -63,28 +64,20 @@ def greedy_decode(cross_kv, decoder, encoder_out: np.ndarray, gen: dict) -> list
     Returns:
         the new token ids, without the prompt and without eot.
     """
+    from device_agent.whisper_generation import greedy, suppression_masks
+
     ck, cv = cross_kv.run(["cross_k", "cross_v"], {"encoder_out": encoder_out})
-    sk = np.zeros((4, 1, 0, ck.shape[-1]), np.float32)
-    sv = sk
-    mask = np.zeros(gen["vocab_size"], dtype=bool)
-    mask[gen["suppress_ids"]] = True
-    mask[gen["suppress_from"]:] = True
-    begin = mask.copy()
-    begin[gen["suppress_ids_begin"]] = True
-    feed = list(gen["prompt"])
-    out: list[int] = []
-    for step in range(gen["max_new_tokens"]):
-        logits, sk, sv = decoder.run(
+    cache = [np.zeros((4, 1, 0, ck.shape[-1]), np.float32)] * 2  # self K, self V
+
+    def next_logits(generated: list[int]) -> np.ndarray:
+        feed = [generated[-1]] if generated else list(gen["prompt"])
+        logits, cache[0], cache[1] = decoder.run(
             ["logits", "new_self_k", "new_self_v"],
-            {"tokens": np.array([feed], np.int64), "self_k": sk, "self_v": sv,
+            {"tokens": np.array([feed], np.int64), "self_k": cache[0], "self_v": cache[1],
              "cross_k": ck, "cross_v": cv})
-        lg = np.where(begin if step == 0 else mask, -np.inf, logits[0])
-        tok = int(np.argmax(lg))
-        if tok == gen["eot"]:
-            break
-        out.append(tok)
-        feed = [tok]
-    return out
+        return logits[0]
+
+    return greedy(next_logits, gen["eot"], gen["max_new_tokens"], *suppression_masks(gen))
 
 
 def word_error_rate(ref: str, hyp: str) -> float:
