@@ -114,8 +114,8 @@ def check_cpu(info: dict, stack: dict, expected: dict) -> list[Finding]:
                         f"set arch: {machine} (and fleet_wheel_platform) for this host in the inventory, then fleet deploy")]
     detail = f"{machine} ({model})"
     if emulator:
-        detail += (f"; CPU emulated by {emulator} (inventory cpu_emulated): installs and {machine} kernel "
-                   f"numerics are real, speed is not (latency never VALID)")
+        detail += (f"; CPU emulated by {emulator} (inventory cpu_emulated): installs and the numerics of "
+                   f"{machine} kernels are real, speed is not (latency never VALID)")
     return [Finding("cpu", OK, detail)]
 
 

@@ -157,11 +157,14 @@ def test_npu_parity(board, agent, suite, smoke, record):
     (fleet.runner.parity_check). On an emulated board the NPU stage is its emulation (static QDQ
     INT8 model, or the cpu INT8 fallback), and the result is labelled so. Clips: the evaluation
     side of the calibration split (fleet.models.calibration), so no clip the quantizer calibrated
-    on is measured."""
+    on is measured. With ``smoke``: the smoke clips on that side, at most smoke.parity_inputs."""
     from fleet.models.calibration import in_calibration_split, split_key
 
-    clips = [c for c in suite.dataset_items()
-             if not in_calibration_split(split_key(suite.dataset, "clip", c["id"]))][:suite.parity["inputs"] or 6]
+    n = (suite.smoke.get("parity_inputs") or 1) if smoke else (suite.parity["inputs"] or 6)
+    clips = [c for c in suite.dataset_items(smoke)
+             if not in_calibration_split(split_key(suite.dataset, "clip", c["id"]))][:n]
+    if not clips:
+        pytest.skip(f"no smoke clip of {suite.name} is on the evaluation side of the calibration split")
     r = request_parity(board, agent, suite, [f"data/{suite.dataset}/{c['audio']}" for c in clips])
     refs = [c["text"] for c in clips]
     wer_ref, _ = wer_cer(refs, [p["text_reference"] for p in r["per_input"]])
