@@ -9,6 +9,7 @@ reuse it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -125,6 +126,10 @@ def test_aarch64_board_up_ssh_down(tmp_path):
             assert conn.run("dpkg -s python3-venv", hide=True, warn=True, in_stream=False).failed
             cpu = conn.run("cat /proc/cpuinfo", hide=True, in_stream=False).stdout
             assert "CPU part\t: 0xd0b" in cpu and "GenuineIntel" not in cpu and "AuthenticAMD" not in cpu
+            # qemu emulates a Cortex-A76 for every process (QEMU_CPU via sshd's SetEnv): the auxiliary
+            # vector has no SVE/I8MM (HWCAP2 0), as on a Pi 5, not qemu's default 'max' CPU's
+            auxv = conn.run("echo QEMU_CPU=$QEMU_CPU; LD_SHOW_AUXV=1 /bin/true", hide=True, in_stream=False).stdout
+            assert f"QEMU_CPU={qemu.QEMU_CPU}" in auxv and re.search(r"AT_HWCAP2:\s+0x0\n", auxv), auxv
             # a process the session left running (as an agent would be) must go with `sim down`
             conn.run("nohup sleep 600 >/dev/null 2>&1 &", hide=True, in_stream=False)
         finally:
@@ -187,7 +192,7 @@ def _has_speech() -> bool:
 @pytest.mark.skipif(not aptproxy.available(), reason="needs apt-cacher-ng (apt-get install apt-cacher-ng)")
 @pytest.mark.skipif(not all(map(_has_model, SMOKE_MODELS)), reason=f"needs artifacts of {', '.join(SMOKE_MODELS)} (make models)")
 @pytest.mark.skipif(not _has_speech(), reason="needs the speech data set in the data root (make data)")
-def test_aarch64_deploy_from_bare_doctor_whisper_smoke(tmp_path, capsys):
+def test_aarch64_deploy_from_bare_doctor_whisper_smoke(tmp_path):
     """A bare aarch64 board: the base role installs python3-venv with the board's apt through the
     controller's apt-cacher-ng, the agent comes from the aarch64 wheelhouse, ONNX Runtime's ARM
     kernels run a real model there; a second deploy changes nothing; `fleet doctor` fingerprints
@@ -274,13 +279,16 @@ def test_aarch64_deploy_from_bare_doctor_whisper_smoke(tmp_path, capsys):
         (sb,) = data["boards"]
         assert (sb["arch"], sb["cpu_emulated"], sb["selection"]["name"]) == ("aarch64", "qemu-user", "smoke")
         assert data["run"]["smoke"] == [b.name]
+        import contextlib
+        import io
+
         from fleet.cli import main as fleet_main
 
-        capsys.readouterr()
-        assert fleet_main(["results", run_id, "--db", str(db)]) == 0
-        shown = capsys.readouterr().out
-        with capsys.disabled():
-            print(shown)
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert fleet_main(["results", run_id, "--db", str(db)]) == 0
+        shown = buf.getvalue()
+        print(shown)
         assert "aarch64 CPU qemu-user · smoke" in shown and "CPU emulated by qemu-user: latency INVALID" in shown
     finally:
         lifecycle.down(state_dir)
