@@ -87,7 +87,7 @@ def test_shipped_suites_declare_smoke_selections():
     m = w.measurement_for(True)
     assert (m.warmup, m.min_queries, m.min_duration_s) == (0, 2, 0.0) and m.start_temp_max_c == w.measurement.start_temp_max_c
     assert w.measurement_for(False) is w.measurement
-    assert w.arm_parity_bounds_for(emu) == {"wer_delta_max": 0.0}
+    assert w.arm_parity_bounds_for(emu) == {"wer_delta_max": 0.09}
     # the smoke clips are in the data set's deployable smoke selection (fleet deploy --datasets speech:smoke)
     from fleet.datasets.catalog import get_dataset
 
