@@ -196,3 +196,21 @@ def test_rag_small_collection(tmp_path):
     assert sub.doc_ids == ["d0", "d1", "d2", "d7", "d8"] and [q for q, _ in sub.queries] == ["q0", "q1"]
     assert sub.qrels == {"q0": {"d7": 1}, "q1": {"d8": 1}} and sub.corpus_sha256 != col.corpus_sha256
     assert sub.doc_texts[3] == col.doc_texts[7]
+
+
+def test_fleet_test_smoke_reaches_the_plugin(monkeypatch):
+    """`fleet test --smoke` passes --fleet-smoke to pytest (the plugin's ``smoke`` fixture)."""
+    import fleet.runner.cli as runner_cli
+    from fleet.cli import main
+
+    calls = []
+
+    def fake_run_suite(*a, **kw):
+        calls.append(kw.get("smoke"))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runner_cli, "run_suite", fake_run_suite)
+    for argv, want in ((["test", "suites/whisper_hybrid", "--smoke"], True), (["test", "suites/whisper_hybrid"], False)):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert calls[-1] is want
