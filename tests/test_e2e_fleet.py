@@ -51,6 +51,9 @@ def test_suite_passes_on_every_board_with_real_speech(fleet, capsys):
     suite = load_suite(SUITE)
     n_clips = len(suite.dataset_items())
     for r in results:
+        if r.test == "test_arm_parity":  # x86_64 boards: their kernels are the reference (fleet.runner.emulation)
+            assert r.outcome == "skipped" and "ARM-kernel parity compares an aarch64 board" in r.message, r.message
+            continue
         assert r.outcome == "passed", (r.board, r.test, r.message)
         assert r.emulated is True
     wer = {r.board: next(m.value for m in r.metrics if m.name == "wer") for r in results if r.test == "test_wer"}

@@ -9,6 +9,7 @@ reuse it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -125,6 +126,10 @@ def test_aarch64_board_up_ssh_down(tmp_path):
             assert conn.run("dpkg -s python3-venv", hide=True, warn=True, in_stream=False).failed
             cpu = conn.run("cat /proc/cpuinfo", hide=True, in_stream=False).stdout
             assert "CPU part\t: 0xd0b" in cpu and "GenuineIntel" not in cpu and "AuthenticAMD" not in cpu
+            # qemu emulates a Cortex-A76 for every process (QEMU_CPU via sshd's SetEnv): the auxiliary
+            # vector has no SVE/I8MM (HWCAP2 0), as on a Pi 5, not qemu's default 'max' CPU's
+            auxv = conn.run("echo QEMU_CPU=$QEMU_CPU; LD_SHOW_AUXV=1 /bin/true", hide=True, in_stream=False).stdout
+            assert f"QEMU_CPU={qemu.QEMU_CPU}" in auxv and re.search(r"AT_HWCAP2:\s+0x0\n", auxv), auxv
             # a process the session left running (as an agent would be) must go with `sim down`
             conn.run("nohup sleep 600 >/dev/null 2>&1 &", hide=True, in_stream=False)
         finally:
@@ -167,16 +172,41 @@ def _has_model(name: str) -> bool:
     return any(a.get("model") == name for a in manifest.get("artifacts", []))
 
 
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_MODELS = (PROBE_MODEL, "whisper-tiny.en")
+SMOKE_DATA = ("speech:smoke",)  # the clips of whisper_hybrid's smoke selection
+
+
+def _has_speech() -> bool:
+    try:
+        from fleet.datasets.local import require
+
+        require("speech")
+        return True
+    except FleetError:
+        return False
+
+
 @BOARD
 @pytest.mark.slow
 @pytest.mark.skipif(not aptproxy.available(), reason="needs apt-cacher-ng (apt-get install apt-cacher-ng)")
-@pytest.mark.skipif(not _has_model(PROBE_MODEL), reason=f"needs artifacts of {PROBE_MODEL} (make models)")
-def test_aarch64_deploy_from_bare(tmp_path):
+@pytest.mark.skipif(not all(map(_has_model, SMOKE_MODELS)), reason=f"needs artifacts of {', '.join(SMOKE_MODELS)} (make models)")
+@pytest.mark.skipif(not _has_speech(), reason="needs the speech data set in the data root (make data)")
+def test_aarch64_deploy_from_bare_doctor_whisper_smoke(tmp_path):
     """A bare aarch64 board: the base role installs python3-venv with the board's apt through the
     controller's apt-cacher-ng, the agent comes from the aarch64 wheelhouse, ONNX Runtime's ARM
-    kernels run a real model there; a second deploy changes nothing; down leaves nothing."""
+    kernels run a real model there; a second deploy changes nothing; `fleet doctor` fingerprints
+    it as aarch64 with the emulation noted; `fleet test suites/whisper_hybrid` runs its smoke
+    selection there (latency INVALID "CPU emulated by qemu-user", not judged; WER and NPU parity
+    checked) with ARM-kernel parity against the controller's x86_64 ONNX Runtime; down leaves
+    nothing. One board, one image, one deploy for all of it (about 8 min on 2 cores)."""
     from fleet.deploy.run import deploy
+    from fleet.doctor.cli import run_doctor
+    from fleet.results.cli import summarize
+    from fleet.results.store import Store
+    from fleet.runner.cli import run_suite
 
+    t_all = time.monotonic()
     state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
     state = lifecycle.up(state_dir, inv, boards=1, arch="aarch64", log=print)
     (b,) = state.boards
@@ -185,7 +215,7 @@ def test_aarch64_deploy_from_bare(tmp_path):
         hv = yaml.safe_load(inv.read_text())["all"]["hosts"][b.name]
         assert hv["fleet_apt_proxy"] == f"http://{b.host_addr}:{state.apt_proxy_port}"
         t0 = time.monotonic()
-        first = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
+        first = deploy(inv, models=SMOKE_MODELS, datasets=SMOKE_DATA, runs_dir=tmp_path / "runs")
         print(f"first deploy (bare board) {time.monotonic() - t0:.1f} s")
         (h,) = first.hosts
         assert first.exit_code == 0 and h.status == "changed", first.to_dict()
@@ -203,10 +233,65 @@ def test_aarch64_deploy_from_bare(tmp_path):
         finally:
             conn.close()
         t1 = time.monotonic()
-        second = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
+        second = deploy(inv, models=SMOKE_MODELS, datasets=SMOKE_DATA, runs_dir=tmp_path / "runs")
         print(f"second deploy {time.monotonic() - t1:.1f} s")
         assert second.exit_code == 0 and second.hosts[0].changed == 0, second.to_dict()
+
+        # fleet doctor: the board is aarch64, its CPU emulated by qemu-user
+        t2 = time.monotonic()
+        reports, rc, msg = run_doctor(str(inv))
+        print(f"fleet doctor {time.monotonic() - t2:.1f} s: {msg}")
+        (rep,) = reports
+        assert rc == 0 and rep["status"] == "pass" and rep["machine"] == "aarch64", rep
+        (cpu,) = [f for f in rep["findings"] if f["check"] == "cpu"]
+        assert cpu["status"] == "ok" and cpu["detail"].startswith("aarch64 (Cortex-A76"), cpu
+        assert "CPU emulated by qemu-user" in cpu["detail"], cpu
+
+        # fleet test suites/whisper_hybrid: the smoke selection, ARM-kernel parity against x86_64
+        db = tmp_path / "results.db"
+        t3 = time.monotonic()
+        run_id, rc = run_suite(str(ROOT / "suites" / "whisper_hybrid"), str(inv), db=str(db), quiet=True)
+        print(f"fleet test suites/whisper_hybrid (smoke) {time.monotonic() - t3:.1f} s")
+        store = Store(db, read_only=True)
+        try:
+            results = {r.test: r for r in store.results(run_id)}
+            for r in results.values():
+                print(f"  {r.test}: {r.outcome} {r.duration_s:.1f} s {r.message[:200]}")
+            assert rc == 0, {t: (r.outcome, r.message) for t, r in results.items()}
+            assert {t: r.outcome for t, r in results.items()} == {
+                "test_agent_reports_board": "passed", "test_latency": "skipped", "test_wer": "passed",
+                "test_npu_parity": "passed", "test_arm_parity": "passed"}
+            lat = results["test_latency"]
+            assert "INVALID measurement (CPU emulated by qemu-user)" in lat.message, lat.message
+            agg = store.telemetry(lat.id, traces=False)["aggregate"]["measurement"]
+            assert agg["verdict"] == "INVALID" and agg["reasons"] == ["CPU emulated by qemu-user"], agg
+            assert agg["n"] == 2 and agg["cpu_emulated"] == "qemu-user"
+            metrics = {m.name: m.value for m in results["test_wer"].metrics}
+            assert metrics["clips"] == 2
+            arm = {m.name: m.value for m in results["test_arm_parity"].metrics}
+            print("ARM-kernel parity (aarch64 qemu-user vs x86_64 controller):", arm)
+            for o in results["test_arm_parity"].outputs:
+                print("  ", o)
+            assert arm["arm_parity_clips"] == 2
+            data = summarize(store, run_id)
+        finally:
+            store.close()
+        (sb,) = data["boards"]
+        assert (sb["arch"], sb["cpu_emulated"], sb["selection"]["name"]) == ("aarch64", "qemu-user", "smoke")
+        assert data["run"]["smoke"] == [b.name]
+        import contextlib
+        import io
+
+        from fleet.cli import main as fleet_main
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert fleet_main(["results", run_id, "--db", str(db)]) == 0
+        shown = buf.getvalue()
+        print(shown)
+        assert "aarch64 CPU qemu-user · smoke" in shown and "CPU emulated by qemu-user: latency INVALID" in shown
     finally:
         lifecycle.down(state_dir)
+        print(f"whole test {time.monotonic() - t_all:.1f} s")
     assert not aptproxy.is_ours(state.apt_proxy_pid, state.apt_proxy_conf)
     assert not _mounts_under(state_dir) and not qemu.processes_in(Path(b.chroot))

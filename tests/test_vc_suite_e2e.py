@@ -39,8 +39,10 @@ def test_voice_conversion_suite_passes_on_an_emulated_board(fleet, monkeypatch):
     assert any(r.test.startswith("test_conversion_f0[") for r in results)
     assert {"test_agent_reports_board", "test_crepe_accuracy", "test_conversion_f0", "test_round_trip_mcd",
             "test_target_conversion", "test_speed", "test_crepe_parity"} <= tests
-    assert all(r.outcome == "passed" and r.emulated is True for r in results), \
+    # test_arm_parity is skipped on x86_64 boards (their kernels are the reference; fleet.runner.emulation)
+    assert all(r.outcome == "passed" and r.emulated is True for r in results if r.test != "test_arm_parity"), \
         [(r.test, r.outcome, r.message[:200]) for r in results]
+    assert [r.outcome for r in results if r.test == "test_arm_parity"] == ["skipped"]
     by = {}
     for r in results:
         for m in r.metrics:

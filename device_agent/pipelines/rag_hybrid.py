@@ -38,7 +38,7 @@ from ..backends import NPU_BACKEND
 from ..backends.base import Backend
 from ..protocol import BadInput, ModelError
 from ..rag import fusion, ir_metrics
-from ..rag.collection import Collection, load_collection
+from ..rag.collection import Collection, load_collection, sub_collection
 from ..rag.embedder import MAX_TOKENS, Embedder, load_tokenizer
 from ..rag.index import (
     BM25_B,
@@ -113,6 +113,8 @@ class RagHybrid(Pipeline):
         Option("bm25_k1", float, BM25_K1, "BM25 k1 (1.2: Lucene default)"),
         Option("bm25_b", float, BM25_B, "BM25 b (0.75: Lucene default)"),
         Option("max_queries", int, 0, "evaluate only the first N judged queries (0 = all)"),
+        Option("subset_docs", int, 0, "N > 0: a small collection (smoke runs on slow boards): the documents the "
+               "evaluated queries judge plus the first N others; 0 = the whole corpus"),
         Option("unknown_qrels", str, "error", "qrels naming unknown ids: error, or skip (dropped and listed)",
                choices=("error", "skip")),
         Option("cache", bool, True, "cache corpus embeddings under fleet_root/cache/rag"),
@@ -291,6 +293,8 @@ class RagHybrid(Pipeline):
                 raise BadInput(f"option {k}={options[k]} must be >= {lo}", f"{k}: see fleet-agent info")
         if options["max_queries"] < 0:
             raise BadInput(f"max_queries={options['max_queries']} must be >= 0", "0 means all judged queries")
+        if options["subset_docs"] < 0:
+            raise BadInput(f"subset_docs={options['subset_docs']} must be >= 0", "0 means the whole corpus")
         if not 0.0 <= options["alpha"] <= 1.0:
             raise BadInput(f"alpha={options['alpha']} must be in [0, 1]", "e.g. alpha=0.5")
         if options["bm25_k1"] < 0 or not 0.0 <= options["bm25_b"] <= 1.0:
@@ -304,9 +308,14 @@ class RagHybrid(Pipeline):
         self._check(options)
         t0 = time.perf_counter()
         col = load_collection(input_path, options["unknown_qrels"])
+        if options["subset_docs"] and options["task"] != "embed":
+            col = sub_collection(col, options["max_queries"], options["subset_docs"])
         base = {"pipeline": self.name, "task": options["task"], "collection": str(input_path),
                 "encoder": dict(self.info["encoder"]), "reranker": dict(self.info["reranker"]),
                 "emulated": self.info["encoder"]["emulated"], "models": dict(self.info["models"])}
+        if options["subset_docs"] and options["task"] != "embed":
+            base["subset"] = {"docs": len(col.doc_ids), "queries": len(col.queries),
+                              "other_docs": options["subset_docs"], "corpus_sha256": col.corpus_sha256}
         if options["task"] == "embed":
             return {**base, **self._embed(col, options), "total_ms": round((time.perf_counter() - t0) * 1e3, 2)}
         idx = self._build_index(col, options)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..protocol import BadInput
@@ -58,6 +58,34 @@ class Collection:
     def judged_queries(self) -> list[tuple[str, str]]:
         """Queries with at least one relevant (relevance > 0) document, file order."""
         return [(q, t) for q, t in self.queries if any(r > 0 for r in self.qrels.get(q, {}).values())]
+
+
+def sub_collection(col: Collection, max_queries: int, other_docs: int) -> Collection:
+    """A small retrieval collection cut from ``col`` (a smoke run on a slow board): its first
+    ``max_queries`` judged queries (0 = all), every document they judge (so each query keeps its
+    relevant set and recall stays defined), plus the first ``other_docs`` other documents in file
+    order as distractors. Metrics on it are not comparable with the full collection's (fewer
+    distractors); ``corpus_sha256`` is keyed by the kept ids, so its embedding cache is its own.
+
+    Args:
+        col: the full collection.
+        max_queries: judged queries kept (>= 0; 0 = all).
+        other_docs: documents kept besides the judged ones (>= 0).
+    """
+    judged = col.judged_queries()
+    chosen = judged[:max_queries] if max_queries else judged
+    keep_q = {q for q, _ in chosen}
+    wanted = {d for q in keep_q for d in col.qrels.get(q, {})}
+    extra = [d for d in col.doc_ids if d not in wanted][:other_docs]
+    keep = wanted | set(extra)
+    idx = [i for i, d in enumerate(col.doc_ids) if d in keep]
+    ids = [col.doc_ids[i] for i in idx]
+    key = hashlib.sha256((col.corpus_sha256 + "\n" + "\n".join(ids)).encode()).hexdigest()
+    return replace(col, doc_ids=ids, doc_texts=[col.doc_texts[i] for i in idx],
+                   empty_docs=[d for d in col.empty_docs if d in keep],
+                   queries=[(q, t) for q, t in col.queries if q in keep_q],
+                   qrels={q: {d: r for d, r in col.qrels[q].items() if d in keep} for q in keep_q if q in col.qrels},
+                   corpus_sha256=key)
 
 
 def _lines(path: Path) -> tuple[list[tuple[int, str]], int, bytes]:

@@ -21,6 +21,10 @@ Rules and fixes (docs/reference/device_apis.md):
   must be present (§4.2).
 - Every file a model manifest lists is present (deploy copies them; fix ``fleet deploy``).
 - On an emulated board the NPU checks are ``n/a`` ("not applicable (emulated)"), never failures.
+- CPU architecture: the kernel's machine (``uname -m``) == the inventory's ``arch`` (else fail:
+  the wheelhouse would be built for the wrong platform); the CPU model the agent names (Arm cores
+  from their ``CPU part``), and ``cpu_emulated`` (e.g. qemu-user) noted: such a board proves
+  installs and ARM-kernel numerics, never speed (its latency is INVALID, fleet.measure.protocol).
 """
 
 from __future__ import annotations
@@ -95,6 +99,24 @@ def check_generic(stack: dict, expected: dict, controller_agent: str | None) -> 
         out.append(Finding("emulated", FAIL, f"agent.yml emulated={stack.get('emulated')}, inventory "
                            f"emulated={expected['emulated']}", FIX_DEPLOY))
     return out
+
+
+def check_cpu(info: dict, stack: dict, expected: dict) -> list[Finding]:
+    """The board's CPU: architecture as the kernel reports it against the inventory's ``arch``,
+    the CPU model, and whether the inventory says the CPU is emulated (``cpu_emulated``)."""
+    machine = (stack.get("kernel") or {}).get("machine") or (info.get("cpu") or {}).get("machine") or "unknown"
+    cpu = info.get("cpu") or {}
+    model = f"{cpu.get('model') or 'unknown CPU'} x{cpu.get('count') or '?'}"
+    want = expected.get("arch") or ""
+    emulator = expected.get("cpu_emulated") or ""
+    if want and machine != want:
+        return [Finding("cpu", FAIL, f"{machine} ({model}), inventory arch {want}",
+                        f"set arch: {machine} (and fleet_wheel_platform) for this host in the inventory, then fleet deploy")]
+    detail = f"{machine} ({model})"
+    if emulator:
+        detail += (f"; CPU emulated by {emulator} (inventory cpu_emulated): installs and the numerics of "
+                   f"{machine} kernels are real, speed is not (latency never VALID)")
+    return [Finding("cpu", OK, detail)]
 
 
 def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool) -> list[Finding]:
@@ -241,7 +263,8 @@ def check_info(info: dict, expected: dict | None = None, controller_agent: str |
 
     Args:
         info: the agent's info (with ``stack``).
-        expected: what the inventory says: ``{"accelerator", "emulated", "board"}``.
+        expected: what the inventory says: ``{"accelerator", "emulated", "board", "arch",
+            "cpu_emulated"}`` (arch/cpu_emulated "" = not said).
         controller_agent: the controller's device_agent version (agent drift is a warn).
 
     Returns:
@@ -255,6 +278,7 @@ def check_info(info: dict, expected: dict | None = None, controller_agent: str |
     board = expected.get("board") or info.get("board")
     is_pi5 = board == "pi5-hailo8l" or "Raspberry Pi 5" in (stack.get("board_model") or "")
     out = check_generic(stack, expected, controller_agent)
+    out += check_cpu(info, stack, expected)
     out += check_hailo(stack, acc if acc in ("hailo8", "hailo8l") else None, is_pi5)
     out += check_rknn(stack)
     out += check_models(stack)
@@ -268,7 +292,8 @@ def failures(findings: list[Finding]) -> list[Finding]:
 
 def expected_of(board) -> dict:
     """What the inventory says about a ``fleet.inventory.Board``, for ``check_info``."""
-    return {"accelerator": board.accelerator, "emulated": board.emulated, "board": board.board}
+    return {"accelerator": board.accelerator, "emulated": board.emulated, "board": board.board,
+            "arch": getattr(board, "arch", ""), "cpu_emulated": getattr(board, "cpu_emulated", "")}
 
 
 def summary_line(findings: list[Finding]) -> str:

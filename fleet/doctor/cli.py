@@ -33,7 +33,8 @@ def probe(board, timeout_s: float = 60.0) -> dict:
     """Open the board's agent, take ``info`` and check it.
 
     Returns:
-        ``{"board", "accelerator", "emulated", "reachable", "error"?, "stack"?, "findings",
+        ``{"board", "accelerator", "emulated", "arch", "cpu_emulated" (inventory), "reachable",
+        "error"?, "machine"? (the kernel's), "cpu"?, "stack"?, "findings",
         "status": pass|fail|unreachable}``. Never raises for board problems (an unreachable
         board or failing agent is ``status: unreachable`` with the error).
     """
@@ -42,6 +43,7 @@ def probe(board, timeout_s: float = 60.0) -> dict:
     from fleet.remote.session import AgentError, AgentSession, InfrastructureError
 
     out = {"board": board.name, "accelerator": board.accelerator, "emulated": board.emulated,
+           "arch": board.arch or None, "cpu_emulated": board.cpu_emulated or None,
            "host": f"{board.host}:{board.port}"}
     try:
         with AgentSession(board, request_timeout_s=timeout_s) as s:
@@ -49,7 +51,9 @@ def probe(board, timeout_s: float = 60.0) -> dict:
     except (InfrastructureError, AgentError) as e:
         return {**out, "reachable": False, "status": "unreachable", "error": str(e), "findings": []}
     findings = check_info(info, expected_of(board), device_agent.__version__)
-    return {**out, "reachable": True, "agent_accelerator": info.get("accelerator"),
+    machine = ((info.get("stack") or {}).get("kernel") or {}).get("machine") or (info.get("cpu") or {}).get("machine")
+    return {**out, "reachable": True, "machine": machine, "cpu": info.get("cpu"),
+            "agent_accelerator": info.get("accelerator"),
             "agent_emulated": info.get("emulated"), "stack": info.get("stack"),
             "findings": [f.to_dict() for f in findings],
             "status": "fail" if failures(findings) else "pass"}
@@ -133,7 +137,11 @@ def cmd_doctor(args) -> int:
     colors = {"ok": "green", "fail": "red", "warn": "yellow", "n/a": "dim"}
     for r in reports:
         st = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "unreachable": "[magenta]UNREACHABLE[/]"}[r["status"]]
-        title = f"{r['board']} · {r['accelerator']}{' (emulated)' if r['emulated'] else ''} · {st}"
+        arch = r.get("machine") or r.get("arch")
+        cpu = f" · {arch}" if arch else ""
+        if r.get("cpu_emulated"):
+            cpu += f" (CPU emulated by {r['cpu_emulated']})"
+        title = f"{r['board']} · {r['accelerator']}{' (emulated)' if r['emulated'] else ''}{cpu} · {st}"
         if not r["reachable"]:
             console.print(f"[bold]{title}[/]\n  {r['error']}")
             continue

@@ -21,7 +21,11 @@ One query at a time (the next is issued when the previous completes). A measurem
    - start temperature above ``start_temp_max_c``,
    - cool-down timed out,
    - throttled, frequency-capped, at the soft temperature limit or undervolted during the
-     measurement (any measured query's telemetry summary; device_agent.telemetry.summary).
+     measurement (any measured query's telemetry summary; device_agent.telemetry.summary);
+   - the board's CPU is emulated (inventory host var ``cpu_emulated``, e.g. ``qemu-user``: an
+     aarch64 board under qemu-user runs SIMD code ~100-200x slower than the host, so its
+     latencies say nothing about a real board's; reason ``CPU emulated by qemu-user``). Such a
+     measurement is never VALID, whatever else it met (:func:`emulation_reason`).
 
 An INVALID measurement never passes a latency threshold: the suite fails the test with the
 reasons. A board without a temperature or throttle sensor cannot show a violation; that is
@@ -297,10 +301,20 @@ def start_temperature(summary: dict | None, zone: str | None) -> tuple[str | Non
     return max(temps.items(), key=lambda kv: kv[1])
 
 
+#: the reason of a measurement taken on a board whose CPU is emulated ({emulator}: its cpu_emulated)
+EMULATED_CPU_REASON = "CPU emulated by {emulator}"
+
+
+def emulation_reason(cpu_emulated: str) -> str | None:
+    """The INVALID reason for a board whose CPU is emulated (``cpu_emulated``: the inventory's
+    host var, e.g. ``qemu-user``), or None for a native CPU (``""``)."""
+    return EMULATED_CPU_REASON.format(emulator=cpu_emulated) if cpu_emulated else None
+
+
 def decide_validity(n: int, duration_s: float, summary: dict | None, cfg: MeasurementConfig,
                     start: tuple[str | None, float | None] = (None, None),
                     cooldown: dict | None = None, items: tuple[int, int] | None = None,
-                    hit_max_duration: bool = False) -> tuple[bool, list[str], list[str]]:
+                    hit_max_duration: bool = False, cpu_emulated: str = "") -> tuple[bool, list[str], list[str]]:
     """VALID or INVALID with reasons.
 
     Args:
@@ -312,11 +326,15 @@ def decide_validity(n: int, duration_s: float, summary: dict | None, cfg: Measur
         cooldown: the result of wait_for_cooldown, if one ran.
         items: (distinct items measured, items given) when every item had to run once.
         hit_max_duration: the run was stopped by ``cfg.max_duration_s``.
+        cpu_emulated: the board's CPU emulator (inventory ``cpu_emulated``, e.g. ``qemu-user``),
+            "" for a native CPU; set, the measurement is INVALID (``emulation_reason``).
 
     Returns:
         (valid, reasons, notes): reasons make it INVALID; notes are caveats (e.g. unchecked).
     """
     reasons, notes = [], []
+    if emulation_reason(cpu_emulated):
+        reasons.append(emulation_reason(cpu_emulated))
     if hit_max_duration:
         reasons.append(f"max_duration_s {cfg.max_duration_s:g} s reached before the minimums were met "
                        f"(the board is too slow for them, or raise max_duration_s)")
@@ -380,11 +398,19 @@ class Measurement:
     valid: bool = True
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cpu_emulated: str = ""
 
     @property
     def verdict(self) -> str:
         """"VALID" or "INVALID"."""
         return "VALID" if self.valid else "INVALID"
+
+    @property
+    def invalid_only_by_emulation(self) -> bool:
+        """INVALID for no reason but the board's emulated CPU: every other rule was met, so its
+        latencies are real figures of an emulator, not of a board (suites report such a latency
+        test as not judged, fleet.runner.emulation.judge_measurement)."""
+        return not self.valid and self.reasons == [emulation_reason(self.cpu_emulated)]
 
     def first_pass(self) -> list[tuple[Any, dict]]:
         """(item, result) for the first measured run of every distinct item, in order."""
@@ -400,6 +426,7 @@ class Measurement:
         """Plain data for the results store (no per-query results)."""
         return {"verdict": self.verdict, "valid": self.valid, "reasons": list(self.reasons),
                 "notes": list(self.notes), "n": len(self.queries), "warmup": len(self.warmup),
+                "cpu_emulated": self.cpu_emulated or None,
                 "duration_s": self.duration_s, "hit_max_duration": self.hit_max_duration,
                 "latency": dict(self.latency),
                 "start_temp": {"channel": self.start[0], "temp_c": self.start[1]},
@@ -414,12 +441,16 @@ class Protocol:
         clock: monotonic seconds (injectable).
         sleep: sleep(seconds) (injectable).
         latency_of: a result's latency in ms (default: the agent-side ``total_ms``).
+        cpu_emulated: the board's CPU emulator (inventory ``cpu_emulated``, e.g. ``qemu-user``);
+            set, every measurement is INVALID with reason "CPU emulated by <it>".
     """
 
     def __init__(self, config: MeasurementConfig, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 latency_of: Callable[[dict], float] = lambda r: float(r["total_ms"])):
+                 latency_of: Callable[[dict], float] = lambda r: float(r["total_ms"]),
+                 cpu_emulated: str = ""):
         self.config = config
+        self.cpu_emulated = cpu_emulated
         self.clock = clock
         self.sleep = sleep
         self.latency_of = latency_of
@@ -442,7 +473,7 @@ class Protocol:
         c = self.config
         if not items:
             raise ValueError("a measurement needs at least one item")
-        m = Measurement(config=c)
+        m = Measurement(config=c, cpu_emulated=self.cpu_emulated)
         if c.cooldown_below_c is not None:
             if read_temps is None:
                 raise ValueError("a cool-down needs read_temps")
@@ -478,5 +509,5 @@ class Protocol:
         m.start = start_temperature(first, zone)
         covered = (min(len(m.queries), len(items)), len(items)) if cover_all else None
         m.valid, m.reasons, m.notes = decide_validity(len(m.queries), m.duration_s, m.summary, c, m.start,
-                                                      m.cooldown, covered, m.hit_max_duration)
+                                                      m.cooldown, covered, m.hit_max_duration, self.cpu_emulated)
         return m

@@ -52,7 +52,10 @@ def summarize(store, run_id: str, telemetry: bool = False) -> dict:
     with ``telemetry`` each test that has telemetry also carries its aggregate
     ({summary, measurement, headline}; traces stay in the store). ``fingerprint`` per board is the
     stack verdict taken when its session opened (``doctor`` in its info: status, failures,
-    ignored); ``run.fingerprint_ignored`` lists boards that ran despite a failing fingerprint."""
+    ignored); ``run.fingerprint_ignored`` lists boards that ran despite a failing fingerprint.
+    ``arch``, ``cpu_emulated`` (e.g. qemu-user; None = native) and ``selection`` ({name: smoke|full,
+    items, why}) per board label each of its results (fleet.runner.emulation); ``run.smoke``
+    lists the boards that ran the smoke selection."""
     run = store.run(run_id)
     if run is None:
         raise FleetError(f"no run '{run_id}' in {store.path}", "list runs with `fleet results --json` or omit RUN")
@@ -76,11 +79,18 @@ def summarize(store, run_id: str, telemetry: bool = False) -> dict:
         if r.emulated is not None:
             b["emulated"] = r.emulated
     for b in boards.values():
-        doc = (b.get("info") or {}).get("doctor")
+        info = b.get("info") or {}
+        doc = info.get("doctor")
         if doc:
             b["fingerprint"] = doc
+        # labels every result of the board carries (fleet.runner.emulation.board_labels)
+        b["arch"] = info.get("arch") or (info.get("cpu") or {}).get("machine")
+        b["cpu_emulated"] = info.get("cpu_emulated")
+        if info.get("selection"):
+            b["selection"] = info["selection"]
     run = {**run, "fingerprint_ignored": sorted(b["name"] for b in boards.values()
-                                                if (b.get("fingerprint") or {}).get("ignored"))}
+                                                if (b.get("fingerprint") or {}).get("ignored")),
+           "smoke": sorted(b["name"] for b in boards.values() if (b.get("selection") or {}).get("name") == "smoke")}
     return {"run": run, "boards": list(boards.values())}
 
 
@@ -140,6 +150,8 @@ def cmd_results(args) -> int:
         return 0
     run = data["run"]
     label = " · FINGERPRINT IGNORED" if run.get("fingerprint_ignored") else ""
+    if run.get("smoke"):
+        label += " · SMOKE SELECTION"
     t = Table(title=f"run {run_id} · {run['suite']} · {run['status']}{label}")
     t.add_column("board")
     t.add_column("outcome")
@@ -156,11 +168,22 @@ def cmd_results(args) -> int:
         cells = [fmt.format(b["metrics"][name]["value"]) if name in b["metrics"] else "–" for name, _, fmt in shown]
         # the stages whose backend matters (the NPU candidates and the CPU decoder)
         backend = " ".join(f"{s[:3]}:{be}" for s, be in b["backends"].items() if s in KEY_STAGES) or "–"
-        t.add_row(b["name"], f"[{colors.get(oc, 'white')}]{oc}[/]", counts, *cells, backend,
-                  "yes" if b.get("emulated") else "no")
+        emu = "yes" if b.get("emulated") else "no"
+        if b.get("cpu_emulated"):
+            emu += f" · {b.get('arch') or '?'} CPU {b['cpu_emulated']}"
+        if (b.get("selection") or {}).get("name") == "smoke":
+            emu += " · smoke"
+        t.add_row(b["name"], f"[{colors.get(oc, 'white')}]{oc}[/]", counts, *cells, backend, emu)
     console = Console() if sys.stdout.isatty() else Console(width=140)
     console.print(t)
     for b in data["boards"]:
+        sel = b.get("selection") or {}
+        if b.get("cpu_emulated") or sel.get("name") == "smoke":
+            what = (f"{b.get('arch') or '?'}, CPU emulated by {b['cpu_emulated']}: latency INVALID, never judged"
+                    if b.get("cpu_emulated") else f"{b.get('arch') or '?'}")
+            if sel.get("name") == "smoke":
+                what += f"; smoke selection ({sel.get('why')}): {', '.join(sel.get('items') or []) or 'the suite options'}"
+            console.print(f"[bold]{b['name']}[/] {what}")
         fp = b.get("fingerprint") or {}
         if fp.get("ignored"):
             console.print(f"[bold]{b['name']}[/] [yellow]ran with a failing stack fingerprint "

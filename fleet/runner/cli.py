@@ -75,6 +75,9 @@ def register(sub) -> None:
     p.add_argument("--junit", help="JUnit XML path (default runs/<run>/junit.xml)")
     p.add_argument("--ignore-fingerprint", action="store_true",
                    help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
+    p.add_argument("--smoke", action="store_true",
+                   help="run the suite's smoke selection (suite.yml smoke:) on every board; boards whose CPU "
+                        "is emulated (inventory cpu_emulated) always run it")
     p.add_argument("--resume", metavar="RUN",
                    help="resume RUN: keep its passed/failed/skipped results, re-run only what errored or did not run")
     p.add_argument("--lease-wait", type=float, default=0.0, metavar="S",
@@ -91,7 +94,8 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
               db: str | None = None, keyword: str | None = None, junit: str | None = None,
               extra: list[str] | None = None, quiet: bool = False,
               ignore_fingerprint: bool = False, resume: str | None = None,
-              lease_wait: float = 0.0, lease_ttl: float | None = None, pytest_stdout=None) -> tuple[str, int]:
+              lease_wait: float = 0.0, lease_ttl: float | None = None, pytest_stdout=None,
+              smoke: bool = False) -> tuple[str, int]:
     """Run a suite on the matching boards; returns (run_id, exit code).
 
     A board whose stack fingerprint fails `fleet doctor` is refused (its tests are ``error``)
@@ -106,6 +110,9 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
     Leases (fleet.leases): every board is leased for this run before pytest starts and renewed
     while it lives; a board another live run holds is waited for up to ``lease_wait`` s, then its
     tests are recorded ``not-run`` ("leased by <owner> (run <id>) until <time>").
+
+    ``smoke``: every board runs the suite's smoke selection (boards whose CPU is emulated always
+    do; fleet.runner.emulation); each board's stored info says which selection it ran.
 
     ``resume``: reuse that run id and its boards; (board, test) pairs already passed, failed or
     skipped are kept and not re-run; error / not-run rows are dropped and their tests run again
@@ -203,6 +210,8 @@ def run_suite(suite_dir: str, inventory: str, limit: str | None = None, workers:
             cmd += ["-n", str(n), "--dist", "each"]
         if ignore_fingerprint:
             cmd += ["--fleet-ignore-fingerprint"]
+        if smoke:
+            cmd += ["--fleet-smoke"]
         if leases.refused:
             cmd += ["--fleet-not-run", str(not_run_file)]
         if done:
@@ -302,7 +311,7 @@ def cmd_test(args) -> int:
                            args.keyword, args.junit, args.pytest_args,
                            ignore_fingerprint=args.ignore_fingerprint, resume=args.resume,
                            lease_wait=args.lease_wait, lease_ttl=args.lease_ttl,
-                           pytest_stdout=sys.stderr if args.json else None)
+                           pytest_stdout=sys.stderr if args.json else None, smoke=args.smoke)
     junit = str(args.junit or runs_dir() / run_id / "junit.xml")
     if args.json:
         from fleet import jsonout

@@ -84,6 +84,8 @@ def pytest_addoption(parser):
     g.addoption("--fleet-db", help="results store: SQLite path or SQLAlchemy URL; '-' = the URL in $FLEET_DB "
                 "(how `fleet test` passes a server URL, so a password never shows on a command line)")
     g.addoption("--fleet-suite", help="suite folder (holds suite.yml)")
+    g.addoption("--fleet-smoke", action="store_true", default=False,
+                help="run the suite's smoke selection on every board (boards whose CPU is emulated always do)")
     g.addoption("--fleet-ignore-fingerprint", action="store_true", default=False,
                 help="run on boards whose stack fingerprint fails `fleet doctor` (the run is labelled)")
     g.addoption("--fleet-not-run", help="JSON file {board: reason}: boards whose tests are recorded not-run")
@@ -153,6 +155,7 @@ class FleetContext:
         self.sessions: dict[str, AgentSession] = {}
         self.infos: dict[str, dict] = {}
         self.ignore_fingerprint = bool(config.getoption("--fleet-ignore-fingerprint"))
+        self.smoke = bool(config.getoption("--fleet-smoke"))
         self.refused: dict[str, str] = {}
         nr = config.getoption("--fleet-not-run")
         self.not_run: dict[str, str] = json.loads(Path(nr).read_text()) if nr else {}
@@ -251,7 +254,10 @@ class FleetContext:
                     s = self._open(board, s)
                 info = s.info()
             doctor = fingerprint_verdict(board, info, self.ignore_fingerprint)
-            info = {**info, "doctor": doctor}
+            from fleet.runner.emulation import board_labels
+
+            # arch, cpu_emulated and the selection the board ran: every result of it is labelled so
+            info = {**info, "doctor": doctor, **board_labels(board, self.suite, self.smoke)}
             self.infos[board.name] = info
             if self.store and self.run_id:
                 self.store.add_board(self.run_id, board.name, board.board, board.accelerator, board.emulated, info)
@@ -532,6 +538,14 @@ def agent(request, board) -> AgentSession:
 def board_info(request, board, agent) -> dict:
     """The agent's ``info`` reply for the board (taken when the session opened)."""
     return _ctx(request.config).infos[board.name]
+
+
+@pytest.fixture
+def smoke(request, suite, board) -> bool:
+    """True when ``board`` runs the suite's smoke selection (suite.yml ``smoke:``): its CPU is
+    emulated (inventory ``cpu_emulated``) or ``fleet test --smoke`` was given
+    (fleet.runner.emulation)."""
+    return suite.uses_smoke(board, _ctx(request.config).smoke)
 
 
 @pytest.fixture

@@ -30,6 +30,17 @@ suite.yml keys:
                                      evaluation items (clips / texts) through the CPU fp32 reference
                                      and the board's NPU stage (its emulation on emulated boards);
                                      KEY one of PARITY_BOUND_KEYS, null = reported, not enforced
+    smoke: {..}                      the suite's smoke selection (fleet.runner.emulation): a few items
+                                     run on boards whose CPU is emulated (inventory cpu_emulated,
+                                     e.g. qemu-user) and by `fleet test --smoke` on any board:
+                                     items: [ids] (data set manifest ids, or the collections of a
+                                     suite whose items are collections), warmup_requests, options
+                                     (over the suite's), measurement (over the suite's; smaller
+                                     minimums), parity_inputs (NPU-stage parity inputs)
+    arm_parity: {bounds: {CLASS: {KEY: value|null}}}  ARM-kernel parity (fleet.runner.emulation): an
+                                     aarch64 board's outputs on the smoke items against the same
+                                     artifacts on the controller's x86_64 ONNX Runtime; KEY one of
+                                     ARM_PARITY_BOUND_KEYS, null = reported, not enforced
 """
 
 from __future__ import annotations
@@ -80,6 +91,16 @@ PARITY_BOUND_KEYS = {
     "max_abs_err_max": ("parity_max_abs_err", "max", ""),
     "wer_delta_max": ("parity_wer_delta", "max", "ratio"),
 }
+ARM_PARITY_BOUND_KEYS = {
+    # key: (ARM-kernel parity metric it bounds, "max" | "min", unit); aarch64 board vs x86_64 controller
+    "wer_delta_max": ("arm_parity_wer_delta", "max", "ratio"),
+    "transcripts_changed_max": ("arm_parity_transcripts_changed", "max", "count"),
+    "cosine_min": ("arm_parity_cosine_min", "min", "ratio"),
+    "recall_at_10_delta_max": ("arm_parity_recall_at_10_abs_delta", "max", "ratio"),
+    "f0_median_cents_max": ("arm_parity_f0_median_cents", "max", "cents"),
+    "f0_p95_cents_max": ("arm_parity_f0_p95_cents", "max", "cents"),
+}
+SMOKE_KEYS = ("items", "warmup_requests", "options", "measurement", "parity_inputs")
 
 
 def _parity(block: dict | None) -> dict:
@@ -109,6 +130,53 @@ class Suite:
     warmup_requests: int = 1
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
     parity: dict = field(default_factory=lambda: {"inputs": 0, "bounds": {}})
+    #: suite.yml ``smoke:`` as written ({} = the suite declares no smoke selection)
+    smoke: dict = field(default_factory=dict)
+    #: suite.yml ``arm_parity.bounds``: {class: {key: number|None}}
+    arm_parity_bounds: dict = field(default_factory=dict)
+    #: suite.yml ``measurement:`` as written (the smoke's measurement is laid over it)
+    measurement_block: dict = field(default_factory=dict)
+
+    def arm_parity_bounds_for(self, board: Board) -> dict:
+        """ARM-kernel parity bounds for the board's class (``emulated`` for any emulated board)."""
+        return dict(self.arm_parity_bounds.get(board.board_class, {}))
+
+    def uses_smoke(self, board: Board, forced: bool = False) -> bool:
+        """True when ``board`` runs the smoke selection: the suite declares one and the board's CPU
+        is emulated (``cpu_emulated``) or ``forced`` (``fleet test --smoke``)."""
+        return bool(self.smoke) and (forced or bool(board.cpu_emulated))
+
+    def options_for(self, smoke: bool) -> dict:
+        """Pipeline options: the suite's, with the smoke's laid over them when ``smoke``."""
+        return {**self.options, **(self.smoke.get("options") or {})} if smoke else dict(self.options)
+
+    def measurement_for(self, smoke: bool) -> MeasurementConfig:
+        """The latency protocol: the suite's, or with ``smoke`` the smoke's ``measurement`` keys
+        (and ``warmup_requests``) laid over it."""
+        if not smoke:
+            return self.measurement
+        block = {**self.measurement_block, **(self.smoke.get("measurement") or {})}
+        return MeasurementConfig.from_dict(block, warmup=self.smoke.get("warmup_requests", self.warmup_requests))
+
+    def smoke_ids(self) -> list[str]:
+        """The smoke selection's item ids, in order ([] when none is declared)."""
+        return [str(i) for i in self.smoke.get("items") or []]
+
+    def select_items(self, items: list[dict], smoke: bool) -> list[dict]:
+        """``items`` (manifest rows with ``id``), or with ``smoke`` the smoke items in the
+        smoke's order.
+
+        Raises:
+            FleetError: a smoke id the data set does not have (names it and the ids it has).
+        """
+        if not smoke:
+            return items
+        by_id = {str(i.get("id")): i for i in items}
+        missing = [i for i in self.smoke_ids() if i not in by_id]
+        if missing:
+            raise FleetError(f"suite {self.name}: smoke item(s) {', '.join(missing)} not in data set {self.dataset}",
+                             f"use ids of its manifest.jsonl in smoke.items, e.g. {', '.join(list(by_id)[:3])}")
+        return [by_id[i] for i in self.smoke_ids()]
 
     def parity_bounds_for(self, board: Board) -> dict:
         """Parity bounds for the board's class (``emulated`` for any emulated board)."""
@@ -134,11 +202,12 @@ class Suite:
 
         return require(self.dataset)
 
-    def dataset_items(self) -> list[dict]:
-        """Entries of the dataset's manifest.jsonl (each has at least ``id``, ``audio``/``text``).
+    def dataset_items(self, smoke: bool = False) -> list[dict]:
+        """Entries of the dataset's manifest.jsonl (each has at least ``id``, ``audio``/``text``);
+        with ``smoke`` only the smoke selection's (``select_items``).
 
         Raises:
-            FleetError: manifest missing or a line that is not JSON.
+            FleetError: manifest missing, a line that is not JSON, or an unknown smoke id.
         """
         man = self.dataset_dir() / "manifest.jsonl"
         if not man.exists():
@@ -151,7 +220,7 @@ class Suite:
                     items.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise FleetError(f"{man}:{i}: not JSON: {e}", "fix or remove that line") from None
-        return items
+        return self.select_items(items, smoke)
 
 
 def load_suite(suite_dir: str | Path) -> Suite:
@@ -190,6 +259,10 @@ def load_suite(suite_dir: str | Path) -> Suite:
     warmup = data.get("warmup_requests", 1)
     try:  # the checks across keys (max_duration_s > min_duration_s ...)
         measurement = MeasurementConfig.from_dict(data.get("measurement"), warmup=warmup)
+        smoke = dict(data.get("smoke") or {})
+        if smoke:  # the smoke's protocol must hold on its own (its max_duration_s > min_duration_s ...)
+            MeasurementConfig.from_dict({**(data.get("measurement") or {}), **(smoke.get("measurement") or {})},
+                                        warmup=smoke.get("warmup_requests", warmup))
     except ValueError as e:
         raise FleetError(f"{f}: {e}", "see the measurement: block of suites/whisper_hybrid/suite.yml") from None
     return Suite(dir=d.resolve(), name=str(data.get("name") or d.name), pipeline=data["pipeline"], model=data["model"],
@@ -197,4 +270,7 @@ def load_suite(suite_dir: str | Path) -> Suite:
                  thresholds={k: dict(v or {}) for k, v in th.items()},
                  request_timeout_s=float(data.get("request_timeout_s", 120.0)),
                  reconnect_timeout_s=float(data.get("reconnect_timeout_s", RECONNECT_TIMEOUT_S)),
-                 warmup_requests=warmup, measurement=measurement, parity=_parity(data.get("parity")))
+                 warmup_requests=warmup, measurement=measurement, parity=_parity(data.get("parity")),
+                 smoke=smoke, measurement_block=dict(data.get("measurement") or {}),
+                 arm_parity_bounds={k: dict(v or {}) for k, v in
+                                    ((data.get("arm_parity") or {}).get("bounds") or {}).items()})

@@ -118,7 +118,7 @@ def suite_model() -> type[BaseModel]:
     from device_agent.pipelines import PIPELINES
     from fleet.datasets.catalog import load_catalog
     from fleet.models.build import KNOWN_MODELS
-    from fleet.runner.suite import PARITY_BOUND_KEYS, THRESHOLD_CLASSES, THRESHOLD_KEYS
+    from fleet.runner.suite import ARM_PARITY_BOUND_KEYS, PARITY_BOUND_KEYS, THRESHOLD_CLASSES, THRESHOLD_KEYS
 
     Accelerator = _one_of("accelerator", ACCELERATORS, "fleet.inventory")
     BoardClass = _one_of("board", BOARD_CLASSES, "fleet.inventory")
@@ -163,6 +163,37 @@ def suite_model() -> type[BaseModel]:
         inputs: int = Field(6, ge=1, description="evaluation items compared")
         bounds: Optional[ParityBounds] = None
 
+    class SmokeMeasurement(_Strict):
+        """Measurement keys laid over the suite's for the smoke selection (smaller minimums)."""
+
+        min_queries: Optional[int] = Field(None, ge=1, description="minimum measured queries")
+        min_duration_s: Optional[float] = Field(None, ge=0, description="minimum measured duration (s)")
+        max_duration_s: Optional[float] = Field(None, gt=0, description="stop issuing queries after this (s)")
+        start_temp_max_c: Optional[float] = Field(None, description="INVALID when the start temperature is above this (°C)")
+        sample_hz: Optional[float] = Field(None, gt=0, le=100, description="telemetry sampling rate (Hz)")
+
+    class Smoke(_Strict):
+        """The smoke selection: a few items, run on boards whose CPU is emulated (inventory
+        cpu_emulated: qemu-user) and by `fleet test --smoke` on any board (fleet.runner.emulation)."""
+
+        items: Optional[list[Annotated[str, Field(min_length=1)]]] = Field(
+            None, min_length=1, description="data set item ids (manifest.jsonl id), or collection names for a "
+                                            "suite whose items are collections; null = the suite's own")
+        warmup_requests: Optional[int] = Field(None, ge=0, description="warm-up requests of the smoke run")
+        options: Optional[dict[str, Any]] = Field(None, description="pipeline options laid over the suite's")
+        measurement: Optional[SmokeMeasurement] = None
+        parity_inputs: Optional[int] = Field(None, ge=1, description="NPU-stage parity inputs in a smoke run")
+
+    ArmParityBounds = _per_class("ArmParityBounds", _limits("ArmParityLimits", ARM_PARITY_BOUND_KEYS,
+                                                            "ARM-kernel parity bounds of one board class."),
+                                 THRESHOLD_CLASSES, "ARM-kernel parity bounds per board class.")
+
+    class ArmParity(_Strict):
+        """ARM-kernel parity: an aarch64 board's outputs on the smoke items against the same
+        artifacts run by the controller's x86_64 ONNX Runtime (fleet.runner.emulation)."""
+
+        bounds: Optional[ArmParityBounds] = None
+
     class Suite(_Strict):
         """A fleet test suite: suite.yml beside test_*.py (fleet/runner/suite.py has the keys' meaning)."""
 
@@ -187,6 +218,8 @@ def suite_model() -> type[BaseModel]:
         measurement: Optional[Measurement] = None
         thresholds: Optional[Thresholds] = None
         parity: Optional[Parity] = None
+        smoke: Optional[Smoke] = None
+        arm_parity: Optional[ArmParity] = None
 
         @field_validator("model")
         @classmethod
@@ -296,21 +329,25 @@ def _option_issues(data: dict) -> list[tuple[str, str]]:
     from device_agent.pipelines import PIPELINES
     from device_agent.protocol import BadInput
 
-    cls, opts = PIPELINES.get(data.get("pipeline")) if isinstance(data.get("pipeline"), str) else None, data.get("options")
-    if cls is None or not isinstance(opts, dict):
+    cls = PIPELINES.get(data.get("pipeline")) if isinstance(data.get("pipeline"), str) else None
+    if cls is None:
         return []
+    smoke = data.get("smoke") if isinstance(data.get("smoke"), dict) else {}
     declared = {o.name: o for o in cls.OPTIONS}
     out = []
-    for k, v in opts.items():
-        if k not in declared:
-            out.append((f"unknown option 'options.{k}' of pipeline {cls.name}",
-                        f"{did_you_mean(k, declared)}options of {cls.name}: {', '.join(declared)}"))
+    for where, opts in (("options", data.get("options")), ("smoke.options", smoke.get("options"))):
+        if not isinstance(opts, dict):
             continue
-        try:
-            declared[k].coerce(v)
-        except BadInput as e:
-            hint = did_you_mean(v, declared[k].choices) if declared[k].choices else ""
-            out.append((f"options.{k}: {e.message}", hint + (e.fix or declared[k].help)))
+        for k, v in opts.items():
+            if k not in declared:
+                out.append((f"unknown option '{where}.{k}' of pipeline {cls.name}",
+                            f"{did_you_mean(k, declared)}options of {cls.name}: {', '.join(declared)}"))
+                continue
+            try:
+                declared[k].coerce(v)
+            except BadInput as e:
+                hint = did_you_mean(v, declared[k].choices) if declared[k].choices else ""
+                out.append((f"{where}.{k}: {e.message}", hint + (e.fix or declared[k].help)))
     return out
 
 

@@ -366,10 +366,11 @@ def _start_aarch64(state: SimState, board: SimBoard, bdir: Path, image: dict, au
         host_key=Path(SSHD_DIR) / host_key.name,
         pid_file=Path("/run/fleet-sshd.pid"),
         authorized_keys=Path(SSHD_DIR) / "authorized_keys",
+        set_env=qemu.BOARD_ENV,  # every session's processes emulate a Cortex-A76 (fleet.sim.qemu)
     )
     save_state(state)
     board.pid = sshd.start(Path(board.config), qemu.in_root(root, "/run/fleet-sshd.pid"),
-                           _log_path(board), board.netns, timeout=60.0, chroot=root)
+                           _log_path(board), board.netns, timeout=60.0, chroot=root, env=qemu.BOARD_ENV)
     save_state(state)
 
 

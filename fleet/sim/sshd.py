@@ -48,8 +48,10 @@ def public_key(path: Path) -> str:
     return " ".join(path.with_suffix(path.suffix + ".pub").read_text().split()[:2])
 
 
-def write_config(path: Path, *, address: str, port: int, host_key: Path, pid_file: Path, authorized_keys: Path) -> Path:
-    """Write a minimal sshd_config for one board: key login only, its own host key and PidFile."""
+def write_config(path: Path, *, address: str, port: int, host_key: Path, pid_file: Path, authorized_keys: Path,
+                 set_env: dict[str, str] | None = None) -> Path:
+    """Write a minimal sshd_config for one board: key login only, its own host key and PidFile;
+    ``set_env``: more variables every session gets (sshd_config ``SetEnv``, OpenSSH >= 8.7)."""
     path.write_text(
         "\n".join(
             [
@@ -77,7 +79,7 @@ def write_config(path: Path, *, address: str, port: int, host_key: Path, pid_fil
                 # (Raspberry Pi OS / Debian skel: `case $- in *i*) ;; *) return;; esac`);
                 # SHLVL=1 makes bash treat the command's shell as nested and skip ~/.bashrc, so an
                 # emulated board starts its agent as a real one does.
-                "SetEnv SHLVL=1",
+                "SetEnv SHLVL=1" + "".join(f" {k}={v}" for k, v in (set_env or {}).items()),
                 "",
             ]
         )
@@ -93,13 +95,14 @@ def free_port() -> int:
 
 
 def start(config: Path, pid_file: Path, log_file: Path, netns: str = "", timeout: float = 10.0,
-          chroot: str | Path = "") -> int:
+          chroot: str | Path = "", env: dict[str, str] | None = None) -> int:
     """Start sshd with ``config`` (inside ``netns`` when given) and return the daemon's pid.
 
     Args:
         timeout: seconds to wait for the PidFile.
         chroot: a board root (aarch64): run that root's own ``/usr/sbin/sshd`` under ``chroot``;
             ``config``, ``pid_file`` and ``log_file`` are host paths inside it.
+        env: variables added to sshd's environment (e.g. ``QEMU_CPU`` for qemu-user).
 
     Raises:
         FleetError: sshd exited with an error or wrote no PidFile in time (its log is quoted).
@@ -112,7 +115,8 @@ def start(config: Path, pid_file: Path, log_file: Path, netns: str = "", timeout
         cmd = ["ip", "netns", "exec", netns, *cmd]
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **env} if env else None)
     if proc.returncode != 0:
         raise FleetError(
             f"sshd did not start ({' '.join(cmd)}): {proc.stderr.strip()} {_tail(log_file)}",

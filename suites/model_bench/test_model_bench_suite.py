@@ -18,20 +18,23 @@ from fleet.measure.protocol import Measurement, Protocol, reading_temps
 from fleet.models.manifest import read_manifest
 from fleet.paths import artifacts_dir
 from fleet.measure.report import headline
+from fleet.runner import emulation
 from fleet.runner.parity_check import record_and_check
 
 _loaded: dict[str, dict] = {}
 _measurements: dict[str, Measurement] = {}
 
 
-def _args(suite, **options) -> dict:
-    """A model.bench request: model folder models/<model>, the suite's inputs, its options + ``options``."""
+def _args(suite, smoke: bool, **options) -> dict:
+    """A model.bench request: model folder models/<model>, the suite's inputs, its options (the
+    smoke's laid over them with ``smoke``) + ``options``."""
+    base = suite.options_for(smoke)
     return {"pipeline": suite.pipeline, "model_dir": f"models/{suite.model}",
-            "input": suite.options.get("inputs", "random"), "options": {**suite.options, **options}}
+            "input": base.get("inputs", "random"), "options": {**base, **options}}
 
 
 @pytest.fixture
-def loaded(board, board_info, agent, suite) -> dict:
+def loaded(board, board_info, agent, suite, smoke) -> dict:
     """The pipeline's load reply on ``board`` (backend, artifact, emulation, reference present);
     skips a board the model was not deployed to (it has no file of the model it can run)."""
     if suite.model not in board_info.get("models", {}):
@@ -42,7 +45,7 @@ def loaded(board, board_info, agent, suite) -> dict:
                     f"{'emulated ' if board.emulated else ''}{board.accelerator} board (fleet deploy ships an "
                     "import only where it runs)")
     if board.name not in _loaded:
-        a = _args(suite)
+        a = _args(suite, smoke)
         _loaded[board.name] = agent.request("load", {k: a[k] for k in ("pipeline", "model_dir", "options")}).result
     return _loaded[board.name]
 
@@ -64,19 +67,20 @@ def _record_stage(record, r: dict) -> None:
 
 
 @pytest.fixture
-def measurement(board, agent, suite, loaded) -> Measurement:
+def measurement(board, agent, suite, smoke, loaded) -> Measurement:
     """Single inferences on ``board`` under the suite's measurement protocol, cycling over the
     input samples (their number comes from a first request, which warms up too)."""
     if board.name not in _measurements:
-        first = agent.request("run", _args(suite, task="infer", sample=0)).result
+        first = agent.request("run", _args(suite, smoke, task="infer", sample=0)).result
         items = list(range(int(first["samples"])))
+        cfg = suite.measurement_for(smoke)
 
         def query(i: int) -> dict:
-            rep = agent.request("run", {**_args(suite, task="infer", sample=i),
-                                        "telemetry": {"rate_hz": suite.measurement.sample_hz}})
+            rep = agent.request("run", {**_args(suite, smoke, task="infer", sample=i),
+                                        "telemetry": {"rate_hz": cfg.sample_hz}})
             return {**rep.result, "rtt_ms": rep.rtt_ms}
 
-        _measurements[board.name] = Protocol(suite.measurement).run(
+        _measurements[board.name] = Protocol(cfg, cpu_emulated=board.cpu_emulated).run(
             items, query, read_temps=lambda: reading_temps(agent.request("telemetry").result))
     return _measurements[board.name]
 
@@ -119,8 +123,7 @@ def test_latency(board, measurement, loaded, thresholds, record):
     record.telemetry_summary = {"summary": m.summary, "measurement": m.to_dict(), "headline": h}
     record.output({"stage": loaded["stage"], "inputs": loaded["inputs"], "outputs": loaded["outputs"],
                    "latency": lat, "verdict": m.verdict, "reasons": m.reasons, "notes": m.notes})
-    if not m.valid:
-        pytest.fail(f"INVALID measurement on {board.name}: " + "; ".join(m.reasons), pytrace=False)
+    emulation.judge_measurement(m, board)  # INVALID: fails, or on an emulated CPU only: not judged
     for key, metric in (("latency_p50_ms_max", "p50_ms"), ("latency_p90_ms_max", "p90_ms"),
                         ("latency_p99_ms_max", "p99_ms")):
         if thresholds.get(key) is not None:
@@ -132,13 +135,13 @@ def test_latency(board, measurement, loaded, thresholds, record):
                 f"{metric[:3]} {lat[metric]:.2f} ms > limit {thresholds[key]} ms on {board.name} (n={lat['n']})")
 
 
-def test_throughput(board, agent, suite, loaded, thresholds, record):
+def test_throughput(board, agent, suite, smoke, loaded, thresholds, record):
     """Inferences per second of a stream of back-to-back inferences (one in flight) for
     options.duration_s, with telemetry: energy per inference is the request's energy over its
     inferences."""
-    rep = agent.request("run", {**_args(suite, task="throughput"),
-                                "telemetry": {"rate_hz": suite.measurement.sample_hz}},
-                        timeout_s=suite.request_timeout_s + float(suite.options.get("duration_s", 5)))
+    rep = agent.request("run", {**_args(suite, smoke, task="throughput"),
+                                "telemetry": {"rate_hz": suite.measurement_for(smoke).sample_hz}},
+                        timeout_s=suite.request_timeout_s + float(suite.options_for(smoke).get("duration_s", 5)))
     r = rep.result
     record.metric("throughput_ips", r["throughput_ips"], "inferences/s", "higher")
     record.metric("throughput_inferences", r["inferences"], "count", "higher")
@@ -153,19 +156,21 @@ def test_throughput(board, agent, suite, loaded, thresholds, record):
         record.telemetry_summary = {"summary": r["telemetry"]["summary"], "headline": h}
     record.output({"mode": r["mode"], "inferences": r["inferences"], "seconds": r["seconds"],
                    "per_inference_ms": r["per_inference_ms"], "stage": loaded["stage"]})
+    emulation.not_judged(board, "throughput")
     lim = thresholds.get("throughput_ips_min")
     if lim is not None:
         assert r["throughput_ips"] >= lim, (f"throughput {r['throughput_ips']:.1f} inferences/s < limit {lim} "
                                             f"on {board.name} ({loaded['stage']['artifact']})")
 
 
-def test_parity(board, agent, suite, loaded, record):
+def test_parity(board, agent, suite, smoke, loaded, record):
     """The model against its --reference ONNX (fp32, onnxruntime) on the same inputs: per-output
     cosine and max abs error, within parity.bounds for the board's class."""
     if not loaded["reference"]["present"]:
         pytest.skip(f"{suite.model} on {board.name}: {loaded['reference']['reason']}")
-    n = suite.parity["inputs"] or int(suite.options.get("samples", 8))
-    r = agent.request("run", _args(suite, task="parity", samples=n)).result
+    n = ((suite.smoke.get("parity_inputs") if smoke else None) or suite.parity["inputs"]
+         or int(suite.options_for(smoke).get("samples", 8)))
+    r = agent.request("run", _args(suite, smoke, task="parity", samples=n)).result
     _record_stage(record, r)
     for name, o in r["per_output"].items():
         record.output({"output": name, **o})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fleet.runner import emulation
 from fleet.runner.parity_check import record_and_check, request_parity
 
 COLLECTIONS = ("cranfield", "cisi")
@@ -23,20 +24,25 @@ _evals: dict[tuple[str, str], tuple[dict, dict]] = {}  # (board, collection) -> 
 
 
 @pytest.fixture(params=COLLECTIONS)
-def collection(request, suite) -> str:
+def collection(request, suite, smoke) -> str:
+    """A collection; in a smoke run only those smoke.items names (suite.yml)."""
+    if smoke and suite.smoke_ids() and request.param not in suite.smoke_ids():
+        pytest.skip(f"{request.param} is not in the smoke selection ({', '.join(suite.smoke_ids())})")
     return request.param
 
 
 @pytest.fixture
-def evaluation(board, agent, suite, collection):
-    """(warm-up search result with the index build, whole-collection evaluation) on ``board``."""
+def evaluation(board, agent, suite, collection, smoke):
+    """(warm-up search result with the index build, whole-collection evaluation) on ``board``; in
+    a smoke run the smoke options' small collection (subset_docs, max_queries)."""
     key = (board.name, collection)
     if key not in _evals:
         path = f"data/{collection}"
-        agent.request("load", {"pipeline": suite.pipeline, "options": suite.options})
-        warm = agent.run(suite.pipeline, path, {**suite.options, "task": "search",
+        options = suite.options_for(smoke)
+        agent.request("load", {"pipeline": suite.pipeline, "options": options})
+        warm = agent.run(suite.pipeline, path, {**options, "task": "search",
                                                 "query": "how is the result measured"})
-        _evals[key] = (warm, agent.run(suite.pipeline, path, suite.options))
+        _evals[key] = (warm, agent.run(suite.pipeline, path, options))
     return _evals[key]
 
 
@@ -81,6 +87,7 @@ def test_latency(board, collection, evaluation, thresholds, record):
                    "warmup_total_ms": warm["total_ms"]})
     _record_common(record, r)
     assert st["inference"]["artifact"] == r["encoder"]["artifact"]
+    emulation.not_judged(board, f"{collection} latency")
     for key, v in (("latency_p50_ms_max", p50), ("latency_p90_ms_max", p90)):
         assert v is not None or thresholds.get(key) is None, (
             f"{collection}: {key[:-4]} not reported: {st['total'].get('unreported')} (raise max_queries)")
@@ -138,10 +145,11 @@ def _sentence_transformer():
     return _st_model[0]
 
 
-def test_embedding_parity(board, agent, suite, thresholds, record):
+def test_embedding_parity(board, agent, suite, smoke, thresholds, record):
     """The board's embeddings of real texts vs sentence-transformers PyTorch on the same texts."""
-    r = agent.run(suite.pipeline, f"data/{suite.dataset}", {**suite.options, "task": "embed",
-                                                            "limit": PARITY_TEXTS})
+    limit = (suite.smoke.get("parity_inputs") or PARITY_TEXTS) if smoke else PARITY_TEXTS
+    r = agent.run(suite.pipeline, f"data/{suite.dataset}", {**suite.options_for(smoke), "task": "embed",
+                                                            "limit": limit})
     texts = [i["text"] for i in r["items"]]
     ref = _sentence_transformer().encode(texts, convert_to_numpy=True)
     got = np.asarray(r["embeddings"], dtype=np.float64)
@@ -159,7 +167,7 @@ def test_embedding_parity(board, agent, suite, thresholds, record):
                                   f"({r['encoder']['artifact']})")
 
 
-def test_npu_parity(board, agent, suite, record):
+def test_npu_parity(board, agent, suite, smoke, record):
     """The board's NPU encoder against the CPU fp32 static [1,256] reference on the same texts (the
     agent's ``parity`` op): per-text cosine and max abs error of the sentence embedding, within
     suite.yml ``parity.bounds`` for the board's class (fleet.runner.parity_check). On an emulated
@@ -169,7 +177,31 @@ def test_npu_parity(board, agent, suite, record):
     minilm-l6-v2 --target T`."""
     from fleet.models.parity import eval_texts
 
-    texts = eval_texts(suite.parity["inputs"] or 32)
+    texts = eval_texts((suite.smoke.get("parity_inputs") if smoke else None) or suite.parity["inputs"] or 32)
     r = request_parity(board, agent, suite, texts)
     record_and_check(board, suite, record, r, stage="inference", output="embedding",
                      inputs=f"{len(texts)} texts", output_extra={"per_text": r["per_input"]})
+
+
+def test_arm_parity(board, board_info, agent, suite, smoke, record):
+    """ARM-kernel parity: an aarch64 board's sentence embeddings of real texts (the smoke's
+    parity_inputs queries and documents in a smoke run) against the same encoder run by the
+    controller's x86_64 ONNX Runtime in process (fleet.runner.emulation.X86Reference; sha256s
+    checked equal): per-text cosine, within suite.yml ``arm_parity.bounds``. Skipped on x86_64."""
+    emulation.require_arm(board, board_info)
+    ref = emulation.x86_reference(board, suite)
+    same = emulation.same_artifacts(board, board_info, ref, suite.model)
+    limit = (suite.smoke.get("parity_inputs") or PARITY_TEXTS) if smoke else PARITY_TEXTS
+    opts = {**suite.options_for(smoke), "task": "embed", "limit": limit}
+    a = agent.run(suite.pipeline, f"data/{suite.dataset}", opts)
+    x = ref.run(suite.pipeline, f"data/{suite.dataset}", opts)
+    ea, ex = np.asarray(a["embeddings"], np.float64), np.asarray(x["embeddings"], np.float64)
+    cos = (ea * ex).sum(1) / (np.linalg.norm(ea, axis=1) * np.linalg.norm(ex, axis=1))
+    emulation.record_and_check(
+        board, suite, record, ref,
+        metrics={"arm_parity_cosine_min": (float(cos.min()), "ratio", "higher"),
+                 "arm_parity_cosine_mean": (float(cos.mean()), "ratio", "higher"),
+                 "arm_parity_max_abs_err": (float(np.abs(ea - ex).max()), "", "lower")},
+        summary={"texts": len(cos), "encoder": a["encoder"], "artifacts_sha256": same, "smoke": smoke},
+        rows=[{"text": i["id"] if isinstance(i, dict) and "id" in i else k, "cosine": round(float(c), 7)}
+              for k, (i, c) in enumerate(zip(a["items"], cos))], what=f"{len(cos)} texts")

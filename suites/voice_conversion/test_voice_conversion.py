@@ -14,6 +14,11 @@ Harvest; the tests check, against suite.yml's limits for the board's class:
 A few converted files per run are kept for listening: on the board (``outputs/vc/``) and copied
 to the controller beside the run's JUnit XML (``runs/<run>/outputs/<board>/``), sha256-checked;
 their paths and sha256 are in the test outputs.
+
+Smoke selection (suite.yml ``smoke:``, on a board whose CPU is emulated or under ``fleet test
+--smoke``): the smoke clip(s) only. On an emulated CPU test_speed records the RTF and is skipped as
+not judged (fleet.runner.emulation). test_arm_parity: an aarch64 board's CREPE F0 against the same
+artifacts on the controller's x86_64 ONNX Runtime, in cents.
 """
 
 from __future__ import annotations
@@ -24,10 +29,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fleet.runner import emulation
+
 SHIFTS = (0.0, -4.0, 3.0, 7.0)
 # target voice per source: a female (LJ Speech) reference for the others, a male (LibriSpeech
 # 1272) one for LJ Speech clips; the reference clip itself is not converted toward itself
 TARGETS = {"female": "LJ001-0004.flac", "male": "1272-141231-0009.wav"}
+# in a smoke run the target voices come from the data set's deployable smoke selection
+# (`fleet deploy --datasets speech:smoke`), which a slow board may be the only part it holds
+SMOKE_TARGETS = {"female": "LJ002-0020.wav", "male": "251-137823-0002.wav"}
 KEEP_OUTPUTS = 2          # clips whose converted audio is written and kept on the board
 PARITY_CLIPS = 2
 STAGES = ("load", "pitch", "pitch_decode", "analysis", "conversion", "synthesis")
@@ -35,31 +45,34 @@ STAGES = ("load", "pitch", "pitch_decode", "analysis", "conversion", "synthesis"
 _runs: dict[str, list] = {}
 
 
-def _clips(suite) -> list[dict]:
-    items = suite.dataset_items()
+def _clips(suite, smoke: bool = False) -> list[dict]:
+    items = suite.dataset_items(smoke)
     cap = int(os.environ.get("FLEET_VC_MAX_CLIPS", "0") or 0)
     return items[:cap] if cap > 0 else items
 
 
-def _target_for(item: dict) -> str:
-    return TARGETS["male"] if str(item["id"]).startswith("LJ") else TARGETS["female"]
+def _target_for(item: dict, smoke: bool = False) -> str:
+    targets = SMOKE_TARGETS if smoke else TARGETS
+    return targets["male"] if str(item["id"]).startswith("LJ") else targets["female"]
 
 
 @pytest.fixture
-def conversions(request, board, agent, suite) -> list[tuple[dict, str, dict]]:
-    """[(clip, conversion label, result)] for every clip and conversion on ``board``."""
+def conversions(request, board, agent, suite, smoke) -> list[tuple[dict, str, dict]]:
+    """[(clip, conversion label, result)] for every clip (the smoke clips with ``smoke``) and
+    conversion on ``board``."""
     if board.name not in _runs:
-        agent.request("load", {"pipeline": suite.pipeline, "options": suite.options})
+        options = suite.options_for(smoke)
+        agent.request("load", {"pipeline": suite.pipeline, "options": options})
         out = []
-        for i, item in enumerate(_clips(suite)):
+        for i, item in enumerate(_clips(suite, smoke)):
             path = f"data/{suite.dataset}/{item['audio']}"
             keep = i < KEEP_OUTPUTS
             for st in SHIFTS:
-                r = agent.run(suite.pipeline, path, {**suite.options, "semitones": st, "write_output": keep})
+                r = agent.run(suite.pipeline, path, {**options, "semitones": st, "write_output": keep})
                 out.append((item, f"shift{st:+g}", r))
-            tgt = _target_for(item)
+            tgt = _target_for(item, smoke)
             if tgt != item["audio"]:
-                r = agent.run(suite.pipeline, path, {**suite.options, "target_ref": f"data/{suite.dataset}/{tgt}",
+                r = agent.run(suite.pipeline, path, {**options, "target_ref": f"data/{suite.dataset}/{tgt}",
                                                      "write_output": keep})
                 out.append((item, "target", r))
             if keep:
@@ -203,11 +216,12 @@ def test_speed(board, conversions, thresholds, record):
         record.output({"slot": slot, **{k: v for k, v in st[slot].items() if k != "ms"}})
     record.output({"stage_backends": {s: v.get("backend") for s, v in st.items()}, "pitch": st["pitch"]})
     _common(record, rs[0])
+    emulation.not_judged(board, "speed (RTF, latency)")
     if thresholds.get("rtf_max") is not None:
         assert rtf <= thresholds["rtf_max"], f"RTF {rtf:.3f} > {thresholds['rtf_max']} on {board.name}"
 
 
-def test_crepe_parity(board, agent, suite, thresholds, record):
+def test_crepe_parity(board, agent, suite, smoke, thresholds, record):
     """The board's CREPE F0 vs torchcrepe PyTorch (tiny, same decoding) on the same clips."""
     try:
         from fleet.errors import FleetError
@@ -221,7 +235,7 @@ def test_crepe_parity(board, agent, suite, thresholds, record):
     from device_agent.audio import load_audio
 
     agree, n = [], 0
-    for item in _clips(suite)[:PARITY_CLIPS]:
+    for item in _clips(suite, smoke)[:PARITY_CLIPS]:
         r = agent.run(suite.pipeline, f"data/{suite.dataset}/{item['audio']}",
                       {**suite.options, "return_f0": True, "metrics": False, "write_output": False,
                        "crepe_hop_ms": 10, "decoder": "weighted"})
@@ -245,3 +259,44 @@ def test_crepe_parity(board, agent, suite, thresholds, record):
     if thresholds.get("crepe_parity_min") is not None:
         assert parity >= thresholds["crepe_parity_min"], (
             f"CREPE parity {parity:.3f} < {thresholds['crepe_parity_min']} on {board.name}")
+
+
+F0_OPTIONS = {"return_f0": True, "metrics": False, "write_output": False}
+
+
+def test_arm_parity(board, board_info, agent, suite, smoke, record):
+    """ARM-kernel parity: an aarch64 board's CREPE F0 on the clips it runs (the smoke clip on an
+    emulated CPU; at most PARITY_CLIPS) against the same artifacts run by the controller's x86_64
+    ONNX Runtime in process (fleet.runner.emulation.X86Reference; sha256s checked equal):
+    |1200 log2(f0_arm / f0_x86)| over the frames both call voiced, median and p95 in cents, and
+    the voicing disagreement, within suite.yml ``arm_parity.bounds``. Skipped on an x86_64 board."""
+    emulation.require_arm(board, board_info)
+    ref = emulation.x86_reference(board, suite)
+    same = emulation.same_artifacts(board, board_info, ref, suite.model)
+    opts = {**suite.options_for(smoke), **F0_OPTIONS}
+    cents, disagree, rows = [], [], []
+    for item in _clips(suite, smoke)[:PARITY_CLIPS]:
+        path = f"data/{suite.dataset}/{item['audio']}"
+        a, x = agent.run(suite.pipeline, path, opts)["f0"], ref.run(suite.pipeline, path, opts)["f0"]
+        k = min(len(a["hz"]), len(x["hz"]))
+        fa, fx = np.asarray(a["hz"][:k], float), np.asarray(x["hz"][:k], float)
+        va, vx = np.asarray(a["voiced"][:k], bool), np.asarray(x["voiced"][:k], bool)
+        both = va & vx & (fa > 0) & (fx > 0)
+        c = np.abs(1200 * np.log2(fa[both] / fx[both])) if both.any() else np.zeros(0)
+        cents.append(c)
+        disagree.append(float(np.mean(va != vx)) if k else 0.0)
+        rows.append({"clip": item["id"], "frames": k, "voiced_both": int(both.sum()),
+                     "median_cents": round(float(np.median(c)), 4) if c.size else None,
+                     "max_cents": round(float(c.max()), 4) if c.size else None,
+                     "voicing_disagreement": round(disagree[-1], 5)})
+    allc = np.concatenate(cents) if cents else np.zeros(0)
+    med = float(np.median(allc)) if allc.size else 0.0
+    p95 = float(np.percentile(allc, 95)) if allc.size else 0.0
+    emulation.record_and_check(
+        board, suite, record, ref,
+        metrics={"arm_parity_f0_median_cents": (med, "cents", "lower"),
+                 "arm_parity_f0_p95_cents": (p95, "cents", "lower"),
+                 "arm_parity_f0_max_cents": (float(allc.max()) if allc.size else 0.0, "cents", "lower"),
+                 "arm_parity_voicing_disagreement": (float(np.mean(disagree)) if disagree else 0.0, "ratio", "lower")},
+        summary={"clips": len(rows), "frames_compared": int(allc.size), "artifacts_sha256": same, "smoke": smoke},
+        rows=rows, what=f"{len(rows)} clips")

@@ -5,7 +5,14 @@ the clips are transcribed under the suite's measurement protocol (fleet/measure/
 warm-up excluded, at least min_queries and min_duration_s, telemetry sampled during every
 request); WER and CER over the first pass of the set, and latency n with p50/p90/p99/min/max,
 energy per inference, temperatures and throttling, are recorded and checked against suite.yml's
-limits for the board's class. An INVALID measurement fails test_latency with its reasons.
+limits for the board's class. An INVALID measurement fails test_latency with its reasons; on a
+board whose CPU is emulated (inventory cpu_emulated: qemu-user) it is INVALID for that reason and
+test_latency is skipped as not judged (fleet.runner.emulation.judge_measurement).
+
+Smoke selection (suite.yml ``smoke:``): a board whose CPU is emulated, or any board under
+``fleet test --smoke``, transcribes only the smoke clips with the smoke's measurement minimums
+(the ``smoke`` fixture). test_arm_parity compares an aarch64 board's transcripts with the same
+artifacts on the controller's x86_64 ONNX Runtime (fleet.runner.emulation.X86Reference).
 """
 
 from __future__ import annotations
@@ -16,27 +23,29 @@ import pytest
 from fleet.measure.protocol import Measurement, Protocol, reading_temps
 from fleet.measure.report import headline
 from fleet.metrics.asr import normalize, wer_cer
+from fleet.runner import emulation
 from fleet.runner.parity_check import record_and_check, request_parity
 
 _measurements: dict[str, Measurement] = {}  # board name -> its measurement, once per board per worker
 
 
-def _run(agent, suite, item) -> dict:
+def _run(agent, suite, item, smoke: bool) -> dict:
     """One clip through the pipeline with telemetry at the suite's rate; adds ``rtt_ms``."""
     rep = agent.request("run", {"pipeline": suite.pipeline, "input": f"data/{suite.dataset}/{item['audio']}",
-                                "options": suite.options,
-                                "telemetry": {"rate_hz": suite.measurement.sample_hz}})
+                                "options": suite.options_for(smoke),
+                                "telemetry": {"rate_hz": suite.measurement_for(smoke).sample_hz}})
     return {**rep.result, "rtt_ms": rep.rtt_ms}
 
 
 @pytest.fixture
-def measurement(board, agent, suite) -> Measurement:
-    """The clips transcribed on ``board`` under the suite's measurement protocol."""
+def measurement(board, agent, suite, smoke) -> Measurement:
+    """The clips (the smoke clips with ``smoke``) transcribed on ``board`` under the suite's
+    measurement protocol (the smoke's minimums with ``smoke``); INVALID on an emulated CPU."""
     if board.name not in _measurements:
-        items = suite.dataset_items()
-        agent.request("load", {"pipeline": suite.pipeline, "options": suite.options})
-        _measurements[board.name] = Protocol(suite.measurement).run(
-            items, lambda item: _run(agent, suite, item),
+        items = suite.dataset_items(smoke)
+        agent.request("load", {"pipeline": suite.pipeline, "options": suite.options_for(smoke)})
+        _measurements[board.name] = Protocol(suite.measurement_for(smoke), cpu_emulated=board.cpu_emulated).run(
+            items, lambda item: _run(agent, suite, item, smoke),
             read_temps=lambda: reading_temps(agent.request("telemetry").result))
     return _measurements[board.name]
 
@@ -105,8 +114,7 @@ def test_latency(board, measurement, thresholds, record):
     for q in m.queries:
         record.trace(str(q.item.get("id", q.index)), q.result.get("telemetry"))
     record.telemetry_summary = {"summary": m.summary, "measurement": m.to_dict(), "headline": h}
-    if not m.valid:
-        pytest.fail(f"INVALID measurement on {board.name}: " + "; ".join(m.reasons), pytrace=False)
+    emulation.judge_measurement(m, board)  # INVALID: fails, or on an emulated CPU only: not judged
     for key, metric in (("latency_p50_ms_max", "p50_ms"), ("latency_p90_ms_max", "p90_ms"),
                         ("latency_p99_ms_max", "p99_ms")):
         if thresholds.get(key) is not None:
@@ -142,18 +150,21 @@ def test_wer(board, transcripts, thresholds, record):
         assert cer <= thresholds["cer_max"], f"CER {cer:.3f} > limit {thresholds['cer_max']} on {board.name}"
 
 
-def test_npu_parity(board, agent, suite, record):
+def test_npu_parity(board, agent, suite, smoke, record):
     """The board's NPU encoder against the CPU fp32 reference on the same clips (the agent's
     ``parity`` op): output cosine / max abs error and the WER delta of transcribing each clip from
     either encoder with the same decoder, within suite.yml ``parity.bounds`` for the board's class
     (fleet.runner.parity_check). On an emulated board the NPU stage is its emulation (static QDQ
     INT8 model, or the cpu INT8 fallback), and the result is labelled so. Clips: the evaluation
     side of the calibration split (fleet.models.calibration), so no clip the quantizer calibrated
-    on is measured."""
+    on is measured. With ``smoke``: the smoke clips on that side, at most smoke.parity_inputs."""
     from fleet.models.calibration import in_calibration_split, split_key
 
-    clips = [c for c in suite.dataset_items()
-             if not in_calibration_split(split_key(suite.dataset, "clip", c["id"]))][:suite.parity["inputs"] or 6]
+    n = (suite.smoke.get("parity_inputs") or 1) if smoke else (suite.parity["inputs"] or 6)
+    clips = [c for c in suite.dataset_items(smoke)
+             if not in_calibration_split(split_key(suite.dataset, "clip", c["id"]))][:n]
+    if not clips:
+        pytest.skip(f"no smoke clip of {suite.name} is on the evaluation side of the calibration split")
     r = request_parity(board, agent, suite, [f"data/{suite.dataset}/{c['audio']}" for c in clips])
     refs = [c["text"] for c in clips]
     wer_ref, _ = wer_cer(refs, [p["text_reference"] for p in r["per_input"]])
@@ -164,3 +175,38 @@ def test_npu_parity(board, agent, suite, record):
                               "parity_wer_delta": (wer_npu - wer_ref, "ratio", "lower")},
                      output_extra={"wer_reference": wer_ref, "wer_npu": wer_npu},
                      rows=[{"id": c["id"], **p} for c, p in zip(clips, r["per_input"])])
+
+
+def test_arm_parity(board, board_info, transcripts, suite, smoke, record):
+    """ARM-kernel parity: the aarch64 board's transcripts of the clips it ran (the smoke clips on
+    an emulated CPU) against the same artifacts run by the controller's x86_64 ONNX Runtime, in
+    process (fleet.runner.emulation.X86Reference; artifact sha256s checked equal): transcripts
+    identical (raw text), and WER of each side after Whisper's normaliser, within suite.yml
+    ``arm_parity.bounds`` for the board's class. Skipped on an x86_64 board (its kernels are the
+    reference)."""
+    emulation.require_arm(board, board_info)
+    ref = emulation.x86_reference(board, suite)
+    same = emulation.same_artifacts(board, board_info, ref, suite.model)
+    refs = [item["text"] for item, _ in transcripts]
+    arm = [r["text"] for _, r in transcripts]
+    x86 = [ref.run(suite.pipeline, f"data/{suite.dataset}/{item['audio']}", suite.options_for(smoke))["text"]
+           for item, _ in transcripts]
+    wer_arm, _ = wer_cer(refs, arm)
+    wer_x86, _ = wer_cer(refs, x86)
+    changed = sum(a.strip() != x.strip() for a, x in zip(arm, x86))
+    changed_norm = sum(normalize(a) != normalize(x) for a, x in zip(arm, x86))
+    rows = [{"id": item["id"], "arm": a, "x86": x, "identical": a.strip() == x.strip(),
+             "identical_normalized": normalize(a) == normalize(x)}
+            for (item, _), a, x in zip(transcripts, arm, x86)]
+    emulation.record_and_check(
+        board, suite, record, ref,
+        metrics={"arm_parity_wer_arm": (wer_arm, "ratio", "lower"),
+                 "arm_parity_wer_x86": (wer_x86, "ratio", "lower"),
+                 "arm_parity_wer_delta": (wer_arm - wer_x86, "ratio", "lower"),
+                 "arm_parity_transcripts_changed": (changed, "count", "lower"),
+                 "arm_parity_transcripts_changed_normalized": (changed_norm, "count", "lower"),
+                 "arm_parity_clips": (len(transcripts), "count", "higher")},
+        summary={"clips": len(transcripts), "wer_arm": wer_arm, "wer_x86": wer_x86,
+                 "transcripts_changed": changed, "transcripts_changed_normalized": changed_norm,
+                 "artifacts_sha256": same, "smoke": smoke},
+        rows=rows, what=f"{len(transcripts)} clips")
