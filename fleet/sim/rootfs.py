@@ -85,11 +85,6 @@ def image_spec(suite: str = DEFAULT_SUITE) -> ImageSpec:
     return ImageSpec(name=f"debian-{suite}-arm64", suite=suite, absent=("python3-venv", f"python{py}-venv"))
 
 
-def cached_images() -> list[dict]:
-    """image.json (with ``root``) of every complete cached image, sorted by name."""
-    return [m for m in (load_image(image_spec(s)) for s in SUITES) if m is not None]
-
-
 def cache_dir() -> Path:
     """``$FLEET_CACHE``, else ``$XDG_CACHE_HOME/fleet`` (default ``~/.cache/fleet``)."""
     env = os.environ.get("FLEET_CACHE")
