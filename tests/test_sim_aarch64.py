@@ -43,6 +43,24 @@ def test_plan_boards_arch():
         plan_boards(None, 1, "riscv64")
 
 
+def test_plan_suites_per_board():
+    assert lifecycle.plan_suites("pi5-hailo8l:1@aarch64:trixie,rk3588:2@aarch64,cpu:1", None) == [
+        "trixie", "bookworm", "bookworm", ""]
+    assert lifecycle.plan_suites(None, 2, "aarch64", "bullseye") == ["bullseye", "bullseye"]
+    assert plan_boards("rk3588:1@aarch64:bullseye", None) == [("rk3588", 1, "aarch64")]
+    with pytest.raises(FleetError, match="unknown Debian suite 'buster'"):
+        plan_boards("rk3588:1@aarch64:buster", None)
+    with pytest.raises(FleetError, match="names a Debian suite for an x86_64 board"):
+        plan_boards("rk3588:1@x86_64:trixie", None)
+    with pytest.raises(FleetError, match="no board is aarch64"):
+        lifecycle.plan_suites(None, 1, "x86_64", "trixie")
+    with pytest.raises(FleetError, match="use one of bullseye, bookworm, trixie"):
+        rootfs.image_spec("sid")
+    assert rootfs.image_spec("trixie").name == "debian-trixie-arm64"
+    assert "python3.13-venv" in rootfs.image_spec("trixie").absent
+    assert rootfs.image_spec("bookworm") is rootfs.DEFAULT_IMAGE
+
+
 def test_cpuinfo_describes_cortex_a76():
     text = qemu.cpuinfo_text(4)
     blocks = [b for b in text.split("\n\n") if b.strip()]
@@ -295,3 +313,66 @@ def test_aarch64_deploy_from_bare_doctor_whisper_smoke(tmp_path):
         print(f"whole test {time.monotonic() - t_all:.1f} s")
     assert not aptproxy.is_ours(state.apt_proxy_pid, state.apt_proxy_conf)
     assert not _mounts_under(state_dir) and not qemu.processes_in(Path(b.chroot))
+
+
+@BOARD
+@pytest.mark.slow
+@pytest.mark.skipif(not aptproxy.available(), reason="needs apt-cacher-ng (apt-get install apt-cacher-ng)")
+@pytest.mark.skipif(not _has_model(PROBE_MODEL), reason=f"needs artifacts of {PROBE_MODEL} (make models)")
+def test_board_pythons_trixie_deploys_bullseye_refused(tmp_path):
+    """Boards whose Python is not 3.11, from their own images: a bare Debian 13 trixie board
+    (Python 3.13) is deployed from bare with an agent built for cp313; a Debian 11 bullseye board
+    (Python 3.9, as many RK3588 vendor images) is refused before anything is copied, naming
+    onnxruntime 1.31.1, Python 3.9 and what would work. Neither inventory entry states the Python:
+    deploy gathers it. The first run builds both images (about 2-4 min each), later runs reuse them."""
+    from fleet.deploy.run import deploy
+
+    state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
+    t0 = time.monotonic()
+    state = lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1@aarch64:trixie,rk3588:1@aarch64:bullseye", log=print)
+    print(f"sim up (trixie + bullseye boards, images cached or built) {time.monotonic() - t0:.1f} s")
+    new, old = state.boards
+    try:
+        assert (new.name, new.suite, new.python_version) == ("sim-pi5-a64-1", "trixie", "3.13")
+        assert (old.name, old.suite, old.python_version) == ("sim-rk3588-a64-1", "bullseye", "3.9")
+        doc = yaml.safe_load(inv.read_text())
+        for hv in doc["all"]["hosts"].values():
+            del hv["fleet_python_version"]  # as a lab inventory that does not say it: gathered
+        inv.write_text(yaml.safe_dump(doc))
+        t1 = time.monotonic()
+        result = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
+        print(f"deploy (trixie from bare, bullseye refused) {time.monotonic() - t1:.1f} s")
+        hosts = {h.host: h for h in result.hosts}
+        print(hosts[old.name].reason)
+        assert result.exit_code == 1, result.to_dict()
+        assert hosts[new.name].status == "changed" and hosts[new.name].failed == 0, hosts[new.name]
+        r = hosts[old.name]
+        assert r.status == "refused" and r.ok == r.changed == 0, r
+        for part in ("before anything was copied", "Python 3.9 on manylinux_2_28_aarch64", "onnxruntime==1.31.1",
+                     "needs Python >=3.10", "Debian 13 trixie ships 3.13"):
+            assert part in r.reason, (part, r.reason)
+        boards = {b.name: b for b in load_inventory(inv)}
+        conn = session.connect(boards[old.name], timeout_s=60)
+        try:  # nothing copied, nothing installed: /opt/fleet as `sim up` made it (empty), no python3-venv
+            assert conn.run("ls -A /opt/fleet", hide=True, in_stream=False).stdout.strip() == ""
+            assert conn.run("dpkg -s python3-venv", hide=True, warn=True, in_stream=False).failed
+        finally:
+            conn.close()
+        conn = session.connect(boards[new.name], timeout_s=60)
+        try:
+            info = conn.run("/opt/fleet/venv/bin/fleet-agent --root /opt/fleet info", hide=True, in_stream=False).stdout
+            print(info)
+            assert "python 3.13" in info and "Cortex-A76" in info and "backend onnx: available" in info, info
+            probe = ("import onnxruntime as ort, numpy as np; "
+                     "s = ort.InferenceSession('/opt/fleet/models/crepe-tiny/crepe_tiny.int8.onnx'); "
+                     "i = s.get_inputs()[0]; print(s.run(None, {i.name: np.zeros([64, 1024], np.float32)})[0].shape)")
+            out = conn.run(f'/opt/fleet/venv/bin/python -c "{probe}"', hide=True, in_stream=False).stdout
+            assert out.strip() == "(64, 360)", out
+            whl = conn.run("ls /opt/fleet/wheelhouse", hide=True, in_stream=False).stdout
+            assert "onnxruntime-1.31.1-cp313-cp313-manylinux_2_28_aarch64.whl" in whl, whl
+        finally:
+            conn.close()
+    finally:
+        lifecycle.down(state_dir)
+    assert not _mounts_under(state_dir)
+    assert not qemu.processes_in(Path(new.chroot)) and not qemu.processes_in(Path(old.chroot))

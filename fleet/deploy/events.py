@@ -13,7 +13,9 @@ class HostResult:
 
     Attributes:
         host: inventory hostname.
-        status: ``ok`` | ``changed`` | ``failed`` | ``unreachable`` | ``not run``.
+        status: ``ok`` | ``changed`` | ``failed`` | ``unreachable`` | ``not run`` | ``refused``
+            (fleet.deploy.preflight: the board's Python/platform cannot install the agent; no
+            task ran on it).
         ok, changed, failed, skipped: task counts from Ansible's play recap.
         unreachable: True when Ansible could not reach the host.
         reason: first failure or unreachable message (with the task), "" when fine.

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from fleet.deploy import artifacts as art
 from fleet.deploy.bundle import Bundle, folder_members, pack
-from fleet.deploy.wheelhouse import PYTHON_VERSION, Wheelhouse, ensure_wheelhouse
+from fleet.deploy import preflight
+from fleet.deploy.wheelhouse import PYTHON_VERSION, NoWheel, Wheelhouse, ensure_wheelhouse
 from fleet.inventory import Board
 
 SUMS = "SHA256SUMS"
@@ -49,11 +50,18 @@ class HostPlan:
 
 @dataclass
 class Plan:
-    """The whole deploy: per-host plans, the wheelhouses used, and notes for the user."""
+    """The whole deploy: per-host plans, the wheelhouses used, and notes for the user.
+
+    ``refused`` holds the boards the agent cannot be installed on (their Python/platform has no
+    wheel of a pinned dependency, or is outside requires-python): they have no entry in ``hosts``
+    and get nothing. ``boards`` are the boards planned, with the Python each was planned for.
+    """
 
     hosts: dict[str, HostPlan]
     wheelhouses: list[Wheelhouse]
     notes: list[str]
+    refused: dict[str, preflight.Refusal] = field(default_factory=dict)
+    boards: list[Board] = field(default_factory=list)
 
 
 def model_bundle(arts: list[art.Artifact], model: str, schema: int, cache: Path) -> Bundle:
@@ -118,6 +126,7 @@ def make_plan(
     data_root: Path | None = None,
     datasets: tuple[str, ...] | None = None,
     models: tuple[str, ...] | None = None,
+    gather=None,
 ) -> Plan:
     """Build wheelhouses, check artifact sha256s and decide what each board gets.
 
@@ -131,11 +140,18 @@ def make_plan(
         datasets: data sets every board gets, each ``NAME`` or ``NAME:SELECTION`` (default: every
             catalog data set marked ``deploy: true``; ``()`` for none).
         models: models every board gets (default: every model in the manifest).
+        gather: called with the boards once artifacts and data sets are verified and before any
+            wheelhouse is built; returns the boards to plan, each with its ``python_version``
+            (fleet.deploy.run gathers it from boards whose inventory does not say it). None =
+            plan the boards as given (a board with no Python said gets 3.11).
+
+    A board whose (platform, Python) has no wheelhouse (fleet.deploy.preflight.refusal) is put in
+    ``refused`` and gets no plan; the other boards are planned as usual.
 
     Raises:
         FleetError: a missing/corrupt artifact or data set (before anything is deployed; a data
             set's error names FLEET_DATA and ``fleet datasets fetch``), a manifest without the
-            model, or a failed wheelhouse build.
+            model, or a failed wheelhouse build (other than a missing wheel).
     """
     manifest = art.load_manifest(artifacts_dir)
     selected = {b.name: art.select(b, manifest, artifacts_dir, models) for b in boards}
@@ -144,19 +160,38 @@ def make_plan(
     bundles = [dataset_bundle(spec, data_root, bundle_cache) for spec in dataset_specs(datasets)]
     if not bundles:
         notes.append("no data sets deployed (--datasets none): suites that read data/<name>/ will fail")
-    houses: dict[str, Wheelhouse] = {}
-    tars: dict[str, dict] = {}
-    def house_of(b):  # the board's platform and Python (host var fleet_python_version, else 3.11)
+    if gather is not None:
+        boards = gather(boards)
+    houses: dict[tuple, Wheelhouse] = {}
+    tars: dict[tuple, dict] = {}
+    refusals: dict[tuple, preflight.Refusal] = {}
+
+    def house_of(b):  # the board's platform and Python (host var fleet_python_version or gathered, else 3.11)
         return (b.wheel_platform, b.python_version or PYTHON_VERSION)
 
     for b in boards:
-        if house_of(b) not in houses:
-            wh = houses[house_of(b)] = ensure_wheelhouse(project, wheel_cache, *house_of(b))
-            tar = pack(folder_members(wh.path), bundle_cache, f"wheelhouse-{wh.path.name}", wh.key[:16])
-            tars[house_of(b)] = {**tar.to_vars("wheelhouse"), "name": "wheelhouse"}
+        target = house_of(b)
+        if target in houses or target in refusals:
+            continue
+        no = preflight.refusal(project, *target)  # requires-python: refused before any pip work
+        if no is None:
+            try:
+                wh = houses[target] = ensure_wheelhouse(project, wheel_cache, *target)
+            except NoWheel as e:
+                no = preflight.refusal(project, *target, no_wheel=e)
+                if no is None:
+                    raise
+        if no is not None:
+            refusals[target] = no
+            continue
+        tar = pack(folder_members(wh.path), bundle_cache, f"wheelhouse-{wh.path.name}", wh.key[:16])
+        tars[target] = {**tar.to_vars("wheelhouse"), "name": "wheelhouse"}
+    refused = {b.name: refusals[house_of(b)] for b in boards if house_of(b) in refusals}
     hosts = {}
     model_tars: dict[tuple, dict] = {}
     for b in boards:
+        if b.name in refused:
+            continue
         wh = houses[house_of(b)]
         arts = selected[b.name]
         plan = HostPlan(host=b.name, wheelhouse=tars[house_of(b)], fleet_wheel=wh.fleet_wheel, wheelhouse_key=wh.key[:16])
@@ -169,4 +204,4 @@ def make_plan(
             plan.models.append(model_tars[(model, sel)])
         plan.datasets = list(bundles)
         hosts[b.name] = plan
-    return Plan(hosts=hosts, wheelhouses=list(houses.values()), notes=notes)
+    return Plan(hosts=hosts, wheelhouses=list(houses.values()), notes=notes, refused=refused, boards=list(boards))

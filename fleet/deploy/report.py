@@ -7,7 +7,7 @@ from rich.table import Table
 
 from fleet.deploy.run import DeployResult
 
-STYLE = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red", "not run": "red"}
+STYLE = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red", "not run": "red", "refused": "red"}
 
 
 def render(result: DeployResult, console: Console) -> None:

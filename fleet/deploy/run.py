@@ -7,12 +7,13 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
 
 from fleet import paths
+from fleet.deploy import preflight
 from fleet.deploy.events import EventCollector, HostResult
 from fleet.deploy.plan import make_plan
 from fleet.errors import EXIT_INFRA, EXIT_OK, EXIT_TESTS_FAILED, FleetError
@@ -46,8 +47,8 @@ class DeployResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every host succeeded; 1 when a host failed; 3 when hosts were unreachable."""
-        if any(h.status in ("failed", "not run") for h in self.hosts):
+        """0 when every host succeeded; 1 when a host failed or was refused; 3 when hosts were unreachable."""
+        if any(h.status in ("failed", "not run", "refused") for h in self.hosts):
             return EXIT_TESTS_FAILED
         if any(h.status == "unreachable" for h in self.hosts):
             return EXIT_INFRA
@@ -109,9 +110,17 @@ def deploy(
         models: models every board gets (default: every model in the manifest).
         console: progress output (rich), None for none.
 
+    Before anything is copied (fleet.deploy.preflight): the Python of each board whose inventory
+    has no ``fleet_python_version`` is gathered from it (playbooks/probe.yml, one ``raw`` task;
+    a board that does not answer is reported unreachable and gets nothing), and a board whose
+    (platform, Python) cannot install the agent (a pinned dependency without a wheel, or outside
+    requires-python) is ``refused``: no task runs on it, its reason names the package, the board's
+    Python and what would work, and the exit code is 1. The other boards are deployed, as a play
+    goes on past a failed host.
+
     Raises:
         FleetError: bad inventory, missing/corrupt artifacts (nothing deployed), wheelhouse build
-            failure, or Ansible failing before any host ran (exit code 3).
+            failure (other than a missing wheel), or Ansible failing before any host ran (exit code 3).
     """
     t0 = time.monotonic()
     inventory = Path(default_inventory(inventory)).resolve()
@@ -122,6 +131,38 @@ def deploy(
     rotate_runs(runs_dir)
     pdd = run_dir / "ansible"
     pdd.mkdir()
+    env = ansible_env()
+    env["ANSIBLE_CONFIG"] = str(PLAYBOOKS / "ansible.cfg")
+    env["ANSIBLE_ROLES_PATH"] = str(PLAYBOOKS / "roles")
+    # ansible-runner starts from a copy of os.environ anyway: hand it only what differs, so its
+    # env/envvars file (written into the run folder) holds no copy of the user's environment.
+    envvars = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    early: dict[str, HostResult] = {}  # hosts that get no play: not gathered, or refused
+    machines: dict[str, str] = {}
+
+    def gather(planned: list) -> list:
+        """Boards with no fleet_python_version: ask them (playbooks/probe.yml, one raw task)."""
+        unknown = [b.name for b in planned if not b.python_version]
+        if not unknown:
+            return planned
+        handler, probes = preflight.probe_events(unknown)
+        _ansible(pdd, project, inventory, preflight.PROBE_PLAYBOOK, "probe", unknown, {}, envvars, handler)
+        out = []
+        for b in planned:
+            p = probes.get(b.name)
+            if p is None:
+                out.append(b)
+            elif p.status == "ok":
+                machines[b.name] = p.machine
+                out.append(replace(b, python_version=p.python_version))
+                if console is not None:
+                    console.print(f"{b.name}: Python {p.python_version} on {p.machine} (gathered from the board)",
+                                  highlight=False)
+            else:
+                early[b.name] = HostResult(b.name, status=p.status, failed=int(p.status == "failed"),
+                                           unreachable=p.status == "unreachable", reason=p.reason)
+        return out
+
     plan = make_plan(
         boards,
         project=project,
@@ -131,42 +172,29 @@ def deploy(
         datasets=datasets,
         bundle_cache=paths.state_dir() / "bundles",
         models=models,
+        gather=gather,
     )
+    for host, no in plan.refused.items():
+        early[host] = HostResult(host, status="refused", reason=no.reason(host, machines.get(host, "")))
     if console is not None:
         for wh in plan.wheelhouses:
             how = f"built in {wh.seconds:.1f} s" if wh.rebuilt else "cached"
             console.print(f"wheelhouse {wh.platform or 'controller platform'}: {wh.path} ({how})", highlight=False)
         for note in plan.notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False)
-    collector = EventCollector([b.name for b in boards], console)
-    env = ansible_env()
-    env["ANSIBLE_CONFIG"] = str(PLAYBOOKS / "ansible.cfg")
-    env["ANSIBLE_ROLES_PATH"] = str(PLAYBOOKS / "roles")
-
-    import ansible_runner  # heavy: only when deploying
-
-    # ansible-runner starts from a copy of os.environ anyway: hand it only what differs, so its
-    # env/envvars file (written into the run folder) holds no copy of the user's environment.
-    envvars = {k: v for k, v in env.items() if os.environ.get(k) != v}
-    try:
-        runner = ansible_runner.run(
-            private_data_dir=str(pdd),
-            project_dir=str(project),  # Ansible's cwd: relative inventory paths mean the checkout
-            playbook=str(PLAYBOOKS / "site.yml"),
-            inventory=str(inventory),
-            limit=",".join(b.name for b in boards),
-            extravars={"fleet_plan_by_host": {h: p.to_vars() for h, p in plan.hosts.items()}},
-            envvars=envvars,
-            event_handler=collector,
-            quiet=True,
-            ident="site",
-        )
-    finally:
-        scrub_run_dir(pdd)
-    hosts = collector.finish()
-    result = DeployResult(run_id, str(run_dir), runner.status, int(runner.rc or 0), time.monotonic() - t0, hosts, plan.notes)
+        for host, r in sorted(early.items()):
+            console.print(f"[red]{r.status}[/] {host}: {r.reason}", highlight=False, soft_wrap=True)
+    targets = [b.name for b in plan.boards if b.name in plan.hosts]
+    collector = EventCollector(targets, console)
+    runner = None
+    if targets:
+        runner = _ansible(pdd, project, inventory, PLAYBOOKS / "site.yml", "site", targets,
+                          {"fleet_plan_by_host": {h: p.to_vars() for h, p in plan.hosts.items()}}, envvars, collector)
+    hosts = sorted(collector.finish() + list(early.values()), key=lambda h: h.host)
+    status, rc = (runner.status, int(runner.rc or 0)) if runner is not None else ("not run", 0)
+    result = DeployResult(run_id, str(run_dir), status, rc, time.monotonic() - t0, hosts, plan.notes)
     (run_dir / "deploy.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    if not collector.stats_seen:
+    if runner is not None and not collector.stats_seen:
         tail = _stdout_tail(runner)
         raise FleetError(
             f"ansible-playbook stopped before any host ran (status {runner.status}, rc {runner.rc}): {tail}",
@@ -174,6 +202,29 @@ def deploy(
             exit_code=EXIT_INFRA,
         )
     return result
+
+
+def _ansible(pdd: Path, project: Path, inventory: Path, playbook: Path, ident: str, hosts: list[str],
+             extravars: dict, envvars: dict, handler):
+    """Run one playbook on ``hosts`` through ansible-runner (events to ``handler``); the run
+    folder is scrubbed of environment values afterwards (scrub_run_dir)."""
+    import ansible_runner  # heavy: only when deploying
+
+    try:
+        return ansible_runner.run(
+            private_data_dir=str(pdd),
+            project_dir=str(project),  # Ansible's cwd: relative inventory paths mean the checkout
+            playbook=str(playbook),
+            inventory=str(inventory),
+            limit=",".join(hosts),
+            extravars=extravars,
+            envvars=envvars,
+            event_handler=handler,
+            quiet=True,
+            ident=ident,
+        )
+    finally:
+        scrub_run_dir(pdd)
 
 
 def scrub_run_dir(pdd: Path) -> None:

@@ -110,7 +110,21 @@ def source_key(project: Path, platform: str, python_version: str = PYTHON_VERSIO
     return h.hexdigest()
 
 
-def _pip(args: list[str], what: str) -> None:
+class NoWheel(FleetError):
+    """pip found no wheel of ``requirement`` for the board's platform and Python (exit code 3).
+
+    Attributes:
+        requirement: the requirement pip named (``onnxruntime==1.31.1``).
+        platform: the pip platform tag asked for ("" = the controller's own).
+        python_version: the Python MAJOR.MINOR asked for ("" when not known).
+    """
+
+    def __init__(self, message: str, fix: str, requirement: str, platform: str = "", python_version: str = ""):
+        super().__init__(message, fix, exit_code=3)
+        self.requirement, self.platform, self.python_version = requirement, platform, python_version
+
+
+def _pip(args: list[str], what: str, platform: str = "", python_version: str = "") -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
@@ -118,12 +132,12 @@ def _pip(args: list[str], what: str) -> None:
         if missing:
             # e.g. pyworld-prebuilt (WORLD for vc.pitch_shift) ships cp311 manylinux_2_28 wheels for
             # x86_64 and aarch64 only; boards can never build an sdist (no compiler, no internet)
-            raise FleetError(
+            raise NoWheel(
                 f"building the wheelhouse failed while {what}: no wheel of {missing.group(1)} for the "
                 f"board's platform/Python ({tail})",
                 "boards need a platform with wheels for every agent dependency: glibc >= 2.28 "
                 "(fleet_wheel_platform manylinux_2_28_x86_64 or manylinux_2_28_aarch64) and Python "
-                f"{PYTHON_VERSION}; check the board's fleet_wheel_platform", exit_code=3)
+                f"{PYTHON_VERSION}; check the board's fleet_wheel_platform", missing.group(1), platform, python_version)
         raise FleetError(
             f"building the wheelhouse failed while {what}: {tail}",
             "check that PyPI (or your pip index/cache) is reachable from the controller and the platform tag is right",
@@ -153,7 +167,8 @@ def _build(project: Path, platform: str, dest: Path, python_version: str) -> Non
         if platform:
             for tag in expand_platform(platform):
                 args += ["--platform", tag]
-        _pip([*args, *deps], f"downloading the agent's dependencies for {platform or 'this machine'} (pip download)")
+        _pip([*args, *deps], f"downloading the agent's dependencies for {platform or 'this machine'} (pip download)",
+             platform, python_version)
 
 
 def ensure_wheelhouse(
@@ -171,7 +186,9 @@ def ensure_wheelhouse(
         python_version: the boards' Python major.minor.
 
     Raises:
-        FleetError: pip failed (exit code 3, with pip's last lines).
+        NoWheel: a dependency has no wheel for this platform and Python (fleet.deploy.preflight
+            turns it into a refusal of the boards that need this wheelhouse).
+        FleetError: pip failed otherwise (exit code 3, with pip's last lines).
     """
     name = platform or native_platform_name()
     if python_version != PYTHON_VERSION:  # another Python for the same platform: its own folder

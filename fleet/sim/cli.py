@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--arch", default="x86_64", choices=("x86_64", "aarch64"),
                     help="architecture of the boards (a --mix entry may name its own: pi5-hailo8l:1@aarch64); "
                          "aarch64 = a Debian arm64 image under qemu-user (default x86_64)")
+    up.add_argument("--suite", default=None, metavar="SUITE",
+                    help="Debian suite of the aarch64 boards' image: bullseye (Python 3.9), bookworm (3.11, "
+                         "the default) or trixie (3.13); a --mix entry may name its own: rk3588:1@aarch64:bullseye")
     up.add_argument("--no-netns", action="store_true", help="sshd on 127.0.0.1 instead of network namespaces")
     up.add_argument("--replace", action="store_true", help="take a running sim down first")
     up.add_argument("--bastion", action="store_true",
@@ -55,11 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     im_sub = im.add_subparsers(dest="image_command", metavar="ACTION")
     im.set_defaults(func=lambda a: (im.print_help(), 2)[1])
     ib = im_sub.add_parser("build", help="debootstrap the image into the cache (once; ~4.5 min)")
+    ib.add_argument("--suite", default="bookworm", help="Debian suite: bullseye, bookworm (default) or trixie")
     ib.add_argument("--rebuild", action="store_true", help="build again even when it is cached")
     ib.add_argument("--mirror", default=None, help="Debian mirror (default $FLEET_DEBIAN_MIRROR or deb.debian.org)")
     ib.add_argument("--json", action="store_true", help="print image.json")
     ib.set_defaults(func=cmd_image_build)
     ish = im_sub.add_parser("show", help="print the cached image's image.json")
+    ish.add_argument("--suite", default="bookworm", help="Debian suite: bullseye, bookworm (default) or trixie")
     ish.add_argument("--verify", action="store_true", help="re-hash the tree against its sha256")
     ish.set_defaults(func=cmd_image_show)
 
@@ -86,6 +91,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         bastion=args.bastion,
         arch=args.arch,
+        suite=args.suite,
         log=lambda line: print(f"fleet sim: {line}", file=sys.stderr, flush=True),
     )
     took = time.monotonic() - t0
@@ -114,7 +120,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     from fleet.sim import rootfs
 
     t0 = time.monotonic()
-    meta = rootfs.build(rebuild=args.rebuild, mirror=args.mirror,
+    meta = rootfs.build(rootfs.image_spec(args.suite), rebuild=args.rebuild, mirror=args.mirror,
                         log=lambda line: print(f"fleet sim: {line}", file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(meta, indent=2))
@@ -129,13 +135,15 @@ def cmd_image_show(args: argparse.Namespace) -> int:
     """Handler of `fleet sim image show`: exit 1 when there is no image (or --verify finds it changed)."""
     from fleet.sim import rootfs
 
-    meta = rootfs.load_image()
+    spec = rootfs.image_spec(args.suite)
+    meta = rootfs.load_image(spec)
     if meta is None:
-        print(f"no cached image in {rootfs.image_dir()} (build it: fleet sim image build)", file=sys.stderr)
+        print(f"no cached image in {rootfs.image_dir(spec)} (build it: fleet sim image build --suite {args.suite})",
+              file=sys.stderr)
         return 1
     print(json.dumps(meta, indent=2))
     if args.verify:
-        ok, msg = rootfs.verify()
+        ok, msg = rootfs.verify(spec)
         print(("ok: " if ok else "CHANGED: ") + msg, file=sys.stderr)
         return 0 if ok else 1
     return 0

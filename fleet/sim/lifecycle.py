@@ -11,6 +11,7 @@ import getpass
 import os
 import shlex
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,25 +55,57 @@ def plan_boards(mix: str | None, boards: int | None, arch: str = "x86_64") -> li
     """[(board class, count, arch)] from ``--mix``/``--boards`` and ``--arch``.
 
     A mix entry may name its own architecture: ``pi5-hailo8l:1@aarch64,rk3588:1`` is one Pi 5
-    under qemu-user and one x86 RK3588; entries without ``@`` take ``arch``.
+    under qemu-user and one x86 RK3588; entries without ``@`` take ``arch``. An aarch64 entry may
+    also name its image's Debian suite (``rk3588:1@aarch64:bullseye``, see plan_suites); it is
+    checked and dropped here.
 
     Raises:
-        FleetError: unknown board class or architecture, bad count, or --boards disagreeing with --mix.
+        FleetError: unknown board class, architecture or suite, bad count, or --boards disagreeing with --mix.
     """
+    return [(k, c, a) for k, c, a, _ in _plan(mix, boards, arch)]
+
+
+def plan_suites(mix: str | None, boards: int | None, arch: str = "x86_64", suite: str | None = None) -> list[str]:
+    """The Debian suite of each board plan_boards() plans, one per board in board_names() order:
+    an entry's ``@aarch64:SUITE``, else ``suite`` (``--suite``), else bookworm; "" for x86 boards.
+
+    Raises:
+        FleetError: as plan_boards, or an unknown suite, or a suite given for x86 boards only.
+    """
+    default = suite or rootfs.DEFAULT_SUITE
+    rootfs.image_spec(default)  # an unknown --suite fails here, naming the known ones
+    out = []
+    for _, count, a, s in _plan(mix, boards, arch):
+        out += [(s or default) if a == "aarch64" else ""] * count
+    if suite and not any(out):
+        raise FleetError(f"--suite {suite} but no board is aarch64",
+                         "add --arch aarch64 (or CLASS:N@aarch64 in --mix); x86 boards run the controller's userland")
+    return out
+
+
+def _plan(mix: str | None, boards: int | None, arch: str) -> list[tuple[str, int, str, str]]:
     if arch not in ARCHES:
         raise FleetError(f"--arch {arch}: unknown architecture", f"use {' or '.join(ARCHES)}")
     if not mix:
         n = 3 if boards is None else boards
         if n < 1:
             raise FleetError(f"--boards {n}: need at least one board", "use --boards 1 or more")
-        return [(k, c, arch) for k, c in (("pi5-hailo8l", (n + 1) // 2), ("rk3588", n // 2)) if c]
-    out: list[tuple[str, int, str]] = []
+        return [(k, c, arch, "") for k, c in (("pi5-hailo8l", (n + 1) // 2), ("rk3588", n // 2)) if c]
+    out: list[tuple[str, int, str, str]] = []
     for part in [p.strip() for p in mix.split(",") if p.strip()]:
         spec, _, part_arch = part.partition("@")
-        part_arch = part_arch.strip() or arch
+        part_arch, _, part_suite = part_arch.partition(":")
+        part_arch, part_suite = part_arch.strip() or arch, part_suite.strip()
         if part_arch not in ARCHES:
             raise FleetError(f"--mix: '{part}' names unknown architecture '{part_arch}'",
                              f"write CLASS:COUNT@ARCH with ARCH {' or '.join(ARCHES)}, e.g. pi5-hailo8l:1@aarch64")
+        if part_suite:
+            if part_arch != "aarch64":
+                raise FleetError(f"--mix: '{part}' names a Debian suite for an {part_arch} board",
+                                 "only aarch64 boards have an image: write CLASS:COUNT@aarch64:SUITE")
+            if part_suite not in rootfs.SUITES:
+                raise FleetError(f"--mix: '{part}' names unknown Debian suite '{part_suite}'",
+                                 f"use one of {', '.join(rootfs.SUITES)}, e.g. rk3588:1@aarch64:bullseye")
         kind, _, count = spec.partition(":")
         if kind not in BOARD_KINDS:
             raise FleetError(f"--mix: unknown board class '{kind}'", f"use {', '.join(BOARD_KINDS)}")
@@ -82,8 +115,8 @@ def plan_boards(mix: str | None, boards: int | None, arch: str = "x86_64") -> li
             raise FleetError(f"--mix: '{part}' has no numeric count", "write CLASS:COUNT, e.g. rk3588:1") from None
         if c < 1:
             raise FleetError(f"--mix: '{part}' asks for {c} boards", "give each class a count of 1 or more")
-        out.append((kind, c, part_arch))
-    total = sum(c for _, c, _ in out)
+        out.append((kind, c, part_arch, part_suite))
+    total = sum(c for _, c, _, _ in out)
     if not out:
         raise FleetError("--mix is empty", "write e.g. --mix pi5-hailo8l:2,rk3588:1")
     if boards is not None and boards != total:
@@ -135,6 +168,7 @@ def up(
     timeout: float = 15.0,
     bastion: bool = False,
     arch: str = "x86_64",
+    suite: str | None = None,
     log=lambda s: None,
 ) -> SimState:
     """Start the emulated boards and write their inventory and known_hosts.
@@ -153,6 +187,8 @@ def up(
         arch: architecture of the boards whose --mix entry names none (``x86_64`` | ``aarch64``).
             An aarch64 board is a copy (overlay) of the cached Debian arm64 image run under
             qemu-user (fleet.sim.qemu, fleet.sim.rootfs); the image is built when missing (~4.5 min).
+        suite: Debian suite of the aarch64 boards' image whose --mix entry names none
+            (``bullseye`` | ``bookworm`` | ``trixie``; default bookworm). Each suite is its own image.
         log: called with a line of progress (the image build).
 
     Raises:
@@ -162,6 +198,7 @@ def up(
     state_dir = Path(state_dir).resolve()
     inventory = Path(inventory).resolve()
     plan = plan_boards(mix, boards, arch)
+    suites = plan_suites(mix, boards, arch, suite)
     is_root = os.geteuid() == 0
     if use_netns is None:
         use_netns = is_root
@@ -170,12 +207,13 @@ def up(
     if bastion and not use_netns:
         raise FleetError("--bastion needs network namespaces (root, without --no-netns)",
                          "run `fleet sim up --bastion` as root")
-    image = None
+    images: dict[str, dict] = {}
     if any(a == "aarch64" for _, _, a in plan):
         if not is_root:
             raise FleetError("aarch64 boards need root (binfmt_misc, mounts, chroot)", "run `fleet sim up` as root")
         qemu.ensure_binfmt()
-        image = rootfs.build(log=log)
+        for s in dict.fromkeys(x for x in suites if x):
+            images[s] = rootfs.build(rootfs.image_spec(s), log=log)
         timeout = max(timeout, 60.0)
     old = load_state(state_dir)
     if old is not None:
@@ -243,8 +281,10 @@ def up(
                     board.port = sshd.free_port()
                     state.boards.append(board)
                 if board_arch == "aarch64":
-                    _start_aarch64(state, board, bdir, image, authorized)
+                    board.suite = suites[idx]
+                    _start_aarch64(state, board, bdir, images[suites[idx]], authorized)
                     continue
+                board.python_version = _python_version(PYTHON)
                 host_key = sshd.ensure_keypair(bdir / "ssh_host_ed25519_key", name)
                 sshd.write_config(
                     Path(board.config),
@@ -327,6 +367,16 @@ def write_ssh_config(state: SimState) -> Path:
         "  StrictHostKeyChecking yes\n"
     )
     return path
+
+
+def _python_version(python: str) -> str:
+    """MAJOR.MINOR of an x86 board's interpreter (the controller's own ``python``), "" when it does not run."""
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 SSHD_DIR = "/etc/ssh/fleet"  # inside an aarch64 board's root: its sshd_config, host key, authorized_keys
@@ -416,6 +466,8 @@ def write_inventory(state: SimState) -> Path:
                 f" -F {shlex.quote(state.ssh_config)} -o ProxyJump={BASTION}" if state.bastion else ""),
             "ansible_python_interpreter": PYTHON,
         }
+        if b.arch != "aarch64" and b.python_version:  # the controller's /usr/bin/python3
+            hosts[b.name]["fleet_python_version"] = b.python_version
         if b.arch == "aarch64":
             hosts[b.name].update({
                 "arch": "aarch64",

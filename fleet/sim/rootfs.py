@@ -5,6 +5,9 @@ and ``openssh-server`` and nothing else fleet needs — in particular **without*
 (Debian splits ``ensurepip`` out of the standard library: ``import venv`` works on a bare board,
 ``python3 -m venv`` does not), so the deploy's base role has to bring it as it must on a real board.
 
+Other suites (``image_spec``: bullseye with Python 3.9, trixie with Python 3.13) are cached
+beside it, one folder each, as boards whose Python is not bookworm's.
+
 It lives outside the repository, in ``$FLEET_CACHE/images/<name>/`` (default
 ``~/.cache/fleet/images``)::
 
@@ -29,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -58,6 +62,27 @@ class ImageSpec:
 
 
 DEFAULT_IMAGE = ImageSpec()
+
+#: Debian suites an aarch64 board image can be built from, with the Python each ships (Debian's
+#: python3 package: bullseye 3.9, bookworm 3.11, trixie 3.13). Vendor images follow their suite:
+#: many RK3588 images are bullseye, Raspberry Pi OS is bookworm.
+SUITES = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
+DEFAULT_SUITE = "bookworm"
+
+
+def image_spec(suite: str = DEFAULT_SUITE) -> ImageSpec:
+    """The image of one Debian suite (cache folder ``debian-<suite>-arm64``).
+
+    Raises:
+        FleetError: a suite not in SUITES (names the ones that are).
+    """
+    if suite not in SUITES:
+        raise FleetError(f"unknown Debian suite '{suite}' for an aarch64 board image",
+                         f"use one of {', '.join(SUITES)} (e.g. --suite trixie)")
+    if suite == DEFAULT_SUITE:
+        return DEFAULT_IMAGE
+    py = SUITES[suite]
+    return ImageSpec(name=f"debian-{suite}-arm64", suite=suite, absent=("python3-venv", f"python{py}-venv"))
 
 
 def cache_dir() -> Path:
@@ -221,7 +246,8 @@ def _finish(root: Path, spec: ImageSpec, mirror: str, log: Callable[[str], None]
     packages = "".join(sorted(line.split(" ", 1)[1] + "\n" for line in q.stdout.splitlines()
                               if line.startswith("installed ")))
     installed = {line.split()[0] for line in packages.splitlines()}
-    wrong = sorted(set(spec.absent) & installed)
+    venvs = {p for p in installed if re.fullmatch(r"python3(\.\d+)?-venv", p)}  # whatever the suite's Python
+    wrong = sorted((set(spec.absent) | venvs) & installed)
     if wrong:
         raise FleetError(f"the image has {', '.join(wrong)}, which a bare board must not have",
                          "remove it from the image's --include", exit_code=3)

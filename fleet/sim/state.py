@@ -39,6 +39,7 @@ class SimBoard:
             ``root`` and sshd paths are then paths inside that root, ``config`` a host path in it.
         mounts: mount points `sim up` made for the board, in mount order (unmounted last first).
         python_version: the board's Python (``3.11``), "" when it is the controller's.
+        suite: the Debian suite of an aarch64 board's image (``bookworm``, ``trixie``...), "" for x86.
     """
 
     name: str
@@ -57,6 +58,7 @@ class SimBoard:
     chroot: str = ""
     mounts: list[str] = field(default_factory=list)
     python_version: str = ""
+    suite: str = ""
 
 
 @dataclass
