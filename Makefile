@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 # apt-cacher-ng: their apt proxy on the controller (boards have no internet).
 APT_PACKAGES := openssh-server python3-venv iproute2 nftables chromium postgresql qemu-user-static binfmt-support debootstrap apt-cacher-ng
 
-.PHONY: setup system-deps data demo test check models models-npu sim-down clean suite-schema
+.PHONY: setup system-deps data demo test test-long check models models-npu sim-down clean suite-schema
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -63,7 +63,11 @@ demo: models-npu
 	@echo "The emulated boards keep running: 'fleet sim status', 'fleet results', 'fleet sim down'."
 
 test: models
-	$(BIN)/python -m pytest tests -v
+	$(BIN)/python -m pytest tests -v -m "not long"
+
+# The tests too long for every CI run (marker long: a trixie board deployed from bare under qemu).
+test-long: models
+	$(BIN)/python -m pytest tests -v -m long
 
 # The quick loop while developing: lint, then the unit tests (no model build, no emulated fleet,
 # no PostgreSQL or browser: the tests marked slow are left out). `make test` is the full run CI calls.

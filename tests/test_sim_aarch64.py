@@ -317,23 +317,20 @@ def test_aarch64_deploy_from_bare_doctor_whisper_smoke(tmp_path):
 
 @BOARD
 @pytest.mark.slow
-@pytest.mark.skipif(not aptproxy.available(), reason="needs apt-cacher-ng (apt-get install apt-cacher-ng)")
 @pytest.mark.skipif(not _has_model(PROBE_MODEL), reason=f"needs artifacts of {PROBE_MODEL} (make models)")
-def test_board_pythons_trixie_deploys_bullseye_refused(tmp_path):
-    """Boards whose Python is not 3.11, from their own images: a bare Debian 13 trixie board
-    (Python 3.13) is deployed from bare with an agent built for cp313; a Debian 11 bullseye board
-    (Python 3.9, as many RK3588 vendor images) is refused before anything is copied, naming
-    onnxruntime 1.31.1, Python 3.9 and what would work. Neither inventory entry states the Python:
-    deploy gathers it. The first run builds both images (about 2-4 min each), later runs reuse them."""
+def test_bullseye_board_is_refused_before_anything_is_copied(tmp_path):
+    """A bare Debian 11 bullseye board (Python 3.9, as many RK3588 vendor images) is refused before
+    anything is copied, naming onnxruntime 1.31.1, Python 3.9 and what would work. The inventory
+    does not state the Python: deploy gathers it from the board. The first run builds the bullseye
+    image (about 3 min), later runs reuse it."""
     from fleet.deploy.run import deploy
 
     state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
     t0 = time.monotonic()
-    state = lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1@aarch64:trixie,rk3588:1@aarch64:bullseye", log=print)
-    print(f"sim up (trixie + bullseye boards, images cached or built) {time.monotonic() - t0:.1f} s")
-    new, old = state.boards
+    state = lifecycle.up(state_dir, inv, mix="rk3588:1@aarch64:bullseye", log=print)
+    print(f"sim up (bullseye board, image cached or built) {time.monotonic() - t0:.1f} s")
+    (old,) = state.boards
     try:
-        assert (new.name, new.suite, new.python_version) == ("sim-pi5-a64-1", "trixie", "3.13")
         assert (old.name, old.suite, old.python_version) == ("sim-rk3588-a64-1", "bullseye", "3.9")
         doc = yaml.safe_load(inv.read_text())
         for hv in doc["all"]["hosts"].values():
@@ -341,12 +338,10 @@ def test_board_pythons_trixie_deploys_bullseye_refused(tmp_path):
         inv.write_text(yaml.safe_dump(doc))
         t1 = time.monotonic()
         result = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
-        print(f"deploy (trixie from bare, bullseye refused) {time.monotonic() - t1:.1f} s")
-        hosts = {h.host: h for h in result.hosts}
-        print(hosts[old.name].reason)
-        assert result.exit_code == 1, result.to_dict()
-        assert hosts[new.name].status == "changed" and hosts[new.name].failed == 0, hosts[new.name]
-        r = hosts[old.name]
+        print(f"deploy (bullseye refused) {time.monotonic() - t1:.1f} s")
+        r = {h.host: h for h in result.hosts}[old.name]
+        print(r.reason)
+        assert result.exit_code != 0, result.to_dict()
         assert r.status == "refused" and r.ok == r.changed == 0, r
         for part in ("before anything was copied", "Python 3.9 on manylinux_2_28_aarch64", "onnxruntime==1.31.1",
                      "needs Python >=3.10", "Debian 13 trixie ships 3.13"):
@@ -358,6 +353,43 @@ def test_board_pythons_trixie_deploys_bullseye_refused(tmp_path):
             assert conn.run("dpkg -s python3-venv", hide=True, warn=True, in_stream=False).failed
         finally:
             conn.close()
+    finally:
+        lifecycle.down(state_dir)
+    assert not _mounts_under(state_dir)
+    assert not qemu.processes_in(Path(old.chroot))
+
+
+# `make test` leaves this one out (marker long, run with `make test-long`): a trixie image build
+# (~11 min here) and a deploy from bare under qemu (~8 min quiet, 21 min on a loaded machine) would
+# double CI's time. Its output is in the README's "Board Pythons".
+@BOARD
+@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.skipif(not aptproxy.available(), reason="needs apt-cacher-ng (apt-get install apt-cacher-ng)")
+@pytest.mark.skipif(not _has_model(PROBE_MODEL), reason=f"needs artifacts of {PROBE_MODEL} (make models)")
+def test_trixie_board_deploys_from_bare(tmp_path):
+    """A bare Debian 13 trixie board (Python 3.13) is deployed from bare with an agent built for
+    cp313, the Python gathered from the board (the inventory does not state it)."""
+    from fleet.deploy.run import deploy
+
+    state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
+    t0 = time.monotonic()
+    state = lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1@aarch64:trixie", log=print)
+    print(f"sim up (trixie board, image cached or built) {time.monotonic() - t0:.1f} s")
+    (new,) = state.boards
+    try:
+        assert (new.name, new.suite, new.python_version) == ("sim-pi5-a64-1", "trixie", "3.13")
+        doc = yaml.safe_load(inv.read_text())
+        for hv in doc["all"]["hosts"].values():
+            del hv["fleet_python_version"]  # as a lab inventory that does not say it: gathered
+        inv.write_text(yaml.safe_dump(doc))
+        t1 = time.monotonic()
+        result = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
+        print(f"deploy (trixie from bare) {time.monotonic() - t1:.1f} s")
+        h = {h.host: h for h in result.hosts}[new.name]
+        assert result.exit_code == 0, result.to_dict()
+        assert h.status == "changed" and h.failed == 0, h
+        boards = {b.name: b for b in load_inventory(inv)}
         conn = session.connect(boards[new.name], timeout_s=60)
         try:
             info = conn.run("/opt/fleet/venv/bin/fleet-agent --root /opt/fleet info", hide=True, in_stream=False).stdout
@@ -375,4 +407,4 @@ def test_board_pythons_trixie_deploys_bullseye_refused(tmp_path):
     finally:
         lifecycle.down(state_dir)
     assert not _mounts_under(state_dir)
-    assert not qemu.processes_in(Path(new.chroot)) and not qemu.processes_in(Path(old.chroot))
+    assert not qemu.processes_in(Path(new.chroot))
