@@ -21,7 +21,7 @@ points (tests, after putting a plug-in on ``sys.path``).
 
 Errors: :class:`FamilyError` (message + fix) when a plug-in fails to import, is not a
 BoardFamily, is inconsistent (``BoardFamily.problems``), or clashes with a built-in or another
-plug-in's name or accelerator; and for an unknown family, board class or accelerator.
+plug-in's name, accelerator or sim_host; and for an unknown family, board class or accelerator.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ class FamilyError(BadInput):
     """A board family is unknown, or a plug-in defining one cannot be used (message + fix)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Registry:
     """The families of this process: ``families`` by name (built-ins first, in file order, then
-    plug-ins), and ``origin`` of each (``built-in`` or ``plug-in <dist> (<entry point>)``)."""
+    plug-ins), and ``origin`` of each (``built-in`` or ``plug-in <dist> (<entry point>)``).
+    Compared and hashed by identity (a cache key for what is derived from one registry)."""
 
     families: dict[str, BoardFamily]
     origin: dict[str, str]
@@ -177,11 +178,12 @@ def load() -> Registry:
 
     Raises:
         FamilyError: a plug-in fails to load, is no BoardFamily, is inconsistent, or reuses a
-            name or accelerator another family has.
+            name, accelerator or sim_host another family has.
     """
     families: dict[str, BoardFamily] = {}
     origin: dict[str, str] = {}
     accel: dict[str, str] = {}
+    hosts: dict[str, str] = {}
     entries = [(f, "built-in") for f in builtin_families()] + _plugin_families()
     for f, where in entries:
         problems = f.problems()
@@ -196,7 +198,12 @@ def load() -> Registry:
             raise FamilyError(f"board family {f.name!r} ({where}) declares accelerator {f.accelerator!r}, "
                               f"which the {origin[other]} family {other!r} already has",
                               "give the plug-in's family its own accelerator name")
-        families[f.name], origin[f.name], accel[f.accelerator] = f, where, f.name
+        if f.sim_host in hosts:
+            other = hosts[f.sim_host]
+            raise FamilyError(f"board family {f.name!r} ({where}) declares sim_host {f.sim_host!r}, which the "
+                              f"{origin[other]} family {other!r} already uses for emulated hostnames",
+                              "give the plug-in's family its own sim_host")
+        families[f.name], origin[f.name], accel[f.accelerator], hosts[f.sim_host] = f, where, f.name, f.name
     return Registry(families, origin)
 
 
