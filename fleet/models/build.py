@@ -26,15 +26,29 @@ KNOWN_MODELS = ("whisper-tiny.en", "minilm-l6-v2", "crepe-tiny")
 RECIPES = {"whisper-tiny.en": "fleet.models.whisper_build", "minilm-l6-v2": "fleet.models.minilm_build",
            "crepe-tiny": "fleet.models.crepe_build"}
 CPU = "cpu"
-# NPU targets a later issue builds; what each needs (docs/reference/device_apis.md, docs/reference/field.md)
-NPU_TOOLCHAINS = {
-    "hailo8l": "the Hailo Dataflow Compiler (Python package hailo_sdk_client), which is not on "
-               "PyPI: download it from the Hailo Developer Zone (developer.hailo.ai)",
-    "hailo8": "the Hailo Dataflow Compiler (Python package hailo_sdk_client), which is not on "
-              "PyPI: download it from the Hailo Developer Zone (developer.hailo.ai)",
-    "rk3588": "rknn-toolkit2 (PyPI), installed in its own venv (it pins its own torch/onnx)",
-}
-TARGETS = (CPU, *NPU_TOOLCHAINS)
+
+
+def npu_toolchains() -> dict[str, str]:
+    """NPU build target -> what its toolchain needs: the board families' ``toolchain_hint``
+    (fleet.families; docs/reference/device_apis.md, docs/reference/field.md)."""
+    from fleet.families import registry
+
+    return {f.build_target: f.toolchain_hint for f in registry().families.values() if f.build_target}
+
+
+def targets() -> tuple[str, ...]:
+    """``cpu`` and every NPU build target."""
+    return (CPU, *npu_toolchains())
+
+
+def __getattr__(name: str):
+    # NPU_TOOLCHAINS / TARGETS, read from the board families when asked (older callers)
+    if name == "NPU_TOOLCHAINS":
+        return npu_toolchains()
+    if name == "TARGETS":
+        return targets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "transformers")
 
 
@@ -122,9 +136,9 @@ def _check_request(model: str, target: str) -> None:
     if model not in KNOWN_MODELS:
         raise FleetError(f"unknown model {model!r}; known models: {', '.join(KNOWN_MODELS)}",
                          f"use one of: {', '.join(KNOWN_MODELS)}")
-    if target != CPU and target not in NPU_TOOLCHAINS:
-        raise FleetError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}",
-                         f"use one of: {', '.join(TARGETS)}")
+    if target != CPU and target not in npu_toolchains():
+        raise FleetError(f"unknown target {target!r}; targets: {', '.join(targets())}",
+                         f"use one of: {', '.join(targets())}")
 
 
 def up_to_date(model: str, target: str, out: Path, source: dict,
@@ -207,7 +221,7 @@ def build(model: str, target: str, out: Path, force: bool = False,
     report = report or Report()
     t0 = time.perf_counter()
     _check_request(model, target)
-    if target in NPU_TOOLCHAINS:
+    if target in npu_toolchains():
         from fleet.models.target_build import build_target
 
         return build_target(model, target, out, force=force, report=report,
