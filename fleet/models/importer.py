@@ -600,7 +600,7 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
         entry["compiled"] = fmt in ("hef", "rknn")
         if not entry["compiled"]:
             entry["compile_reason"] = (f"imported ONNX: an emulated {target} board runs it on onnxruntime; a real "
-                                       f"{target} board needs the compiled .{'rknn' if target == 'rk3588' else 'hef'}")
+                                       f"{target} board needs the compiled .{registry().by_accelerator(target).artifact_format}")
     if fmt == "hef":
         entry["hw_arch"] = info.arch or target
         entry["arch_verified"] = info.arch is not None
