@@ -6,6 +6,7 @@ agent.yml keys (docs/contracts.md §1-2)::
     accelerator: the accelerator of a family of that board class (hailo8l | hailo8 | hailo10h | rk3588 | cpu)
     emulated: false
     fleet_root: /opt/fleet
+    family: {...}          # only for a plug-in board family: its BoardFamily as data (fleet deploy)
 
 Every path the agent is given (``input``, ``model_dir``) is relative to fleet_root or absolute
 inside it. The check is lexical (``..`` is normalised away, symlinks are not followed), so
@@ -123,6 +124,13 @@ def load_config(root: str | os.PathLike | None = None) -> BoardConfig:
     accel = str(data.get("accelerator", "cpu"))
     emulated = data.get("emulated", False)
     reg = families.registry()
+    fam_def = data.get("family")
+    if fam_def is not None:  # a plug-in family's definition, written by fleet deploy
+        try:
+            fam = families.BoardFamily.from_dict(fam_def)
+        except ValueError as e:
+            raise BadInput(f"{cfg_file}: family: {e}", "rewrite it with `fleet deploy` (agent role)") from None
+        families.register(fam, f"{cfg_file}")
     boards, accels = reg.board_classes(), reg.accelerators()
     if board not in boards:
         raise BadInput(f"{cfg_file}: unknown board {board!r}", f"use one of {', '.join(boards)}")

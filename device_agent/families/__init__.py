@@ -19,6 +19,11 @@ controller, turning :class:`FamilyError` into FleetError.
 Lookups load the registry once per process (:func:`registry`); :func:`reload` re-reads entry
 points (tests, after putting a plug-in on ``sys.path``).
 
+A board does not need a plug-in family's package: ``fleet deploy`` writes a plug-in family's
+definition (``BoardFamily.to_dict``) into the board's agent.yml under ``family:``, and the agent
+:func:`register` s it when it does not know the name (plug-in *code*, such as a pipeline, still
+has to be installed on the board).
+
 Errors: :class:`FamilyError` (message + fix) when a plug-in fails to import, is not a
 BoardFamily, is inconsistent (``BoardFamily.problems``), or clashes with a built-in or another
 plug-in's name, accelerator or sim_host; and for an unknown family, board class or accelerator.
@@ -226,6 +231,30 @@ def reload() -> Registry:
     return registry()
 
 
+def register(fam: BoardFamily, origin: str) -> BoardFamily:
+    """Add ``fam`` to this process's registry (the agent does this with the definition ``fleet
+    deploy`` wrote into agent.yml for a plug-in family the board has no package for). A family
+    already known under that name is kept (the local definition wins) and returned.
+
+    Raises:
+        FamilyError: ``fam`` is inconsistent, or its accelerator or sim_host belongs to another family.
+    """
+    reg = registry()
+    if fam.name in reg.families:
+        return reg.families[fam.name]
+    problems = fam.problems()
+    if problems:
+        raise FamilyError(f"board family {fam.name!r} ({origin}) is inconsistent: {'; '.join(problems)}",
+                          "fix its BoardFamily definition and redeploy")
+    for other in reg.families.values():
+        if other.accelerator == fam.accelerator or other.sim_host == fam.sim_host:
+            raise FamilyError(f"board family {fam.name!r} ({origin}) reuses the accelerator or sim_host of "
+                              f"the {reg.origin[other.name]} family {other.name!r}",
+                              "give the plug-in's family its own accelerator and sim_host, then redeploy")
+    reg.families[fam.name], reg.origin[fam.name] = fam, origin
+    return fam
+
+
 def family(name: str) -> BoardFamily:
     """The family called ``name`` (Registry.get)."""
     return registry().get(name)
@@ -237,4 +266,4 @@ def by_accelerator(accelerator: str) -> BoardFamily:
 
 
 __all__ = ["BoardFamily", "ThermalConstants", "FamilyError", "Registry", "ENTRY_POINT_GROUP",
-           "registry", "reload", "load", "family", "by_accelerator", "builtin_families"]
+           "registry", "reload", "load", "register", "family", "by_accelerator", "builtin_families"]

@@ -37,7 +37,7 @@ Stdlib only (the agent installs alone on a board).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -121,3 +121,29 @@ class BoardFamily:
         if "linux" not in self.sensors:
             p.append("sensors must include 'linux'")
         return p
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON/YAML), e.g. for the board's agent.yml (``family:``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BoardFamily":
+        """The inverse of to_dict. Raises ValueError naming a missing or unknown key."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a board family is a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ValueError(f"unknown board-family keys {extra}")
+        d = dict(data)
+        th = d.get("thermal")
+        if not isinstance(th, dict):
+            raise ValueError("thermal must be a mapping of ThermalConstants")
+        try:
+            d["thermal"] = ThermalConstants(**th)
+            for k in ("targets", "runtime_major", "sensors", "doctor_checks", "sources"):
+                if k in d:
+                    d[k] = tuple(d[k] or ())
+            return cls(**d)
+        except TypeError as e:
+            raise ValueError(str(e)) from None
