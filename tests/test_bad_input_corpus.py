@@ -68,7 +68,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 INVENTORY_CASES = [
     # (file, words the message must hold, words the fix must hold)
     ("yaml_syntax.yml", ["YAML syntax error at line 6"], "fix the YAML at that line"),
-    ("unknown_board.yml", ["host 'jetson-a' has unknown board 'jetson-orin'"], "use one of: cpu, pi5-hailo10h, pi5-hailo8l, rk3588"),
+    ("unknown_board.yml", ["host 'jetson-a' has unknown board 'jetson-orin'"],
+     "use one of: cpu, pi5-hailo10h, pi5-hailo8l, rk3588"),
     ("missing_fleet_root.yml", ["host 'rock5b-a' has no 'fleet_root'"], "set fleet_root for 'rock5b-a'"),
     ("duplicate_hosts.yml", ["'pi5-a' appears twice", "at line 4 and at line 9"], "list each host once"),
     ("unknown_accelerator.yml", ["host 'pi5-a' has unknown accelerator 'hailo15h'"],

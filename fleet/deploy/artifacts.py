@@ -17,7 +17,8 @@ EMULATION_QUANT = "int8-static-qdq"  # manifest quantization prefix of the emula
 
 def target_entries(board: Board, entries: list[dict]) -> list[dict]:
     """The entries of ``board.accelerator``'s NPU build (``artifacts/<target>/<model>/``, the
-    target of its board family: fleet.families) that board runs: the compiled HEF/RKNN on a real board; the static QDQ INT8 ONNX emulation models
+    target of its board family: fleet.families) that board runs: the compiled HEF/RKNN on a real
+    board; the static QDQ INT8 ONNX emulation models
     (fleet.models.quantize) on an emulated one; in both cases only the roles a pipeline of the
     agent loads (``device_agent.pipelines.npu_roles``: Whisper's full-NPU decoder, 117 MB as QDQ
     INT8, is built but no pipeline runs it). The build's fp32 NPU graphs and calibration sets stay

@@ -22,7 +22,8 @@ def register(sub) -> None:
                                       "HEF arch, PCIe) and say how to fix mismatches")
     add_inventory_args(p)
     p.add_argument("--require", metavar="ACCELERATOR",
-                   help="exit 3 at once unless a board with this accelerator (hailo8l, hailo8, hailo10h, rk3588, cpu, or a plug-in family's) answers")
+                   help="exit 3 at once unless a board with this accelerator (hailo8l, hailo8, hailo10h, rk3588, "
+                        "cpu, or a plug-in family's) answers")
     p.add_argument("--allow-emulated", action="store_true", help="let an emulated board satisfy --require")
     p.add_argument("--timeout", type=float, default=60.0, help="per-board agent request timeout, s (default 60)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")

@@ -1,4 +1,5 @@
-"""``fleet models build MODEL --target hailo8l|hailo8|hailo10h|rk3588`` (an NPU board family's build target): the NPU build of one model.
+"""``fleet models build MODEL --target hailo8l|hailo8|hailo10h|rk3588``: the NPU build of one model
+(the build target of an NPU board family, fleet.families).
 
 Writes ``artifacts/<target>/<model>/``:
 

@@ -24,7 +24,8 @@ suite.yml keys:
                                      sample_hz, cooldown: {below_c, zone, timeout_s, poll_s}. A
                                      measurement breaking it is INVALID and fails the latency test
                                      with the reason.
-    thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated or a board family's accelerator (hailo8l | hailo8 | hailo10h | rk3588 | cpu);
+    thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated or a board family's accelerator
+                                     (hailo8l | hailo8 | hailo10h | rk3588 | cpu | a plug-in's);
                                      null = not measured for that class yet, reported, not enforced
     parity: {inputs: int, bounds: {CLASS: {KEY: value|null}}}  the NPU-stage parity test: `inputs`
                                      evaluation items (clips / texts) through the CPU fp32 reference
@@ -45,6 +46,7 @@ from fleet.inventory import Board, accelerators, board_classes
 from fleet.measure.protocol import MeasurementConfig
 from fleet.remote.session import RECONNECT_TIMEOUT_S
 
+
 def threshold_classes() -> set[str]:
     """suite.yml threshold classes: ``emulated`` and every board family's accelerator."""
     return {"emulated"} | accelerators()
@@ -54,6 +56,8 @@ def __getattr__(name: str):
     if name == "THRESHOLD_CLASSES":  # older callers: read from the board families when asked
         return threshold_classes()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 THRESHOLD_KEYS = {
     # key: (metric it bounds, "max" | "min", unit)
     "wer_max": ("wer", "max", "ratio"),
