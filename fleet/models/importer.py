@@ -404,7 +404,7 @@ def check_request(path: Path, name: str, target: str) -> str:
                          f"use --target {' | '.join(targets('hef'))}, or import the ONNX it was compiled from")
     if fmt == "rknn" and target not in targets("rknn"):
         raise FleetError(f"{path} is an .rknn, which only the RK3588 NPU runs, but --target is {target}",
-                         "use --target rk3588, or import the ONNX it was converted from")
+                         f"use --target {' | '.join(targets('rknn'))}, or import the ONNX it was converted from")
     return fmt
 
 
