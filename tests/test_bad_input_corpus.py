@@ -322,7 +322,7 @@ MODEL_CASES = [
     ("models/not_onnx.onnx", [], ["not_onnx.onnx is not a readable ONNX model"], "pass the .onnx file exported"),
     ("models/model.tflite", [], ["model.tflite: unknown model format '.tflite'"], "import a .onnx, .hef"),
     ("artifacts/encoder_hailo8.hef", [], ["encoder_hailo8.hef is a HEF, which only a Hailo NPU runs, but --target is cpu"],
-     "use --target hailo8l | hailo8 | hailo10h"),
+     "use --target hailo8 | hailo8l | hailo10h"),
     ("models/tiny.onnx", ["--inputs", "pixels:float32[2,4]"], ["--inputs names ['pixels'] but tiny.onnx has ['x']"],
      "use the file's tensor names"),
     ("models/tiny.onnx", ["--inputs", "x:int64[2,4]"], ["--inputs: x is float32 in tiny.onnx, not int64"],

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -141,10 +142,13 @@ class Registry:
 
 
 def builtin_families() -> list[BoardFamily]:
-    """The ``FAMILY`` of every module of this package (but ``base``), in module-name order with
-    ``cpu`` last."""
+    """The ``FAMILY`` of every module of this package (but ``base``), in natural module-name order
+    (numbers by value: pi5_hailo8, pi5_hailo8l, pi5_hailo10h) with ``cpu`` last."""
+    def natural(name: str) -> tuple:
+        return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
     out = []
-    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: (m.name == "cpu", m.name)):
+    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: (m.name == "cpu", natural(m.name))):
         if m.name == "base" or m.name.startswith("_"):
             continue
         mod = importlib.import_module(f"{__name__}.{m.name}")
