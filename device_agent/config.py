@@ -2,10 +2,11 @@
 
 agent.yml keys (docs/contracts.md §1-2)::
 
-    board: pi5-hailo8l | rk3588 | cpu
-    accelerator: hailo8l | hailo8 | rk3588 | cpu
+    board: a board class of device_agent.families (pi5-hailo8l | pi5-hailo10h | rk3588 | cpu | a plug-in's)
+    accelerator: the accelerator of a family of that board class (hailo8l | hailo8 | hailo10h | rk3588 | cpu)
     emulated: false
     fleet_root: /opt/fleet
+    family: {...}          # only for a plug-in board family: its BoardFamily as data (fleet deploy)
 
 Every path the agent is given (``input``, ``model_dir``) is relative to fleet_root or absolute
 inside it. The check is lexical (``..`` is normalised away, symlinks are not followed), so
@@ -22,10 +23,9 @@ from pathlib import Path
 
 import yaml
 
+from . import families
 from .protocol import BadInput
 
-BOARDS = ("pi5-hailo8l", "rk3588", "cpu")
-ACCELERATORS = ("hailo8l", "hailo8", "rk3588", "cpu")
 CONFIG_NAME = "agent.yml"
 
 
@@ -41,9 +41,15 @@ class BoardConfig:
     config_file: Path | None = None
 
     @property
+    def family(self) -> families.BoardFamily:
+        """The board family (device_agent.families) of this board's accelerator."""
+        return families.by_accelerator(self.accelerator)
+
+    @property
     def npu(self) -> str | None:
-        """The NPU the board carries ('hailo8l', 'hailo8', 'rk3588'), or None for a CPU board."""
-        return None if self.accelerator == "cpu" else self.accelerator
+        """The NPU the board carries ('hailo8l', 'hailo8', 'rk3588', ...), or None for a CPU board."""
+        fam = families.registry().find(self.accelerator)
+        return self.accelerator if fam is None or fam.npu else None
 
     def resolve(self, path: str | os.PathLike, what: str = "path") -> Path:
         """Resolve ``path`` (relative to fleet_root, or absolute inside it) to an absolute path.
@@ -117,10 +123,19 @@ def load_config(root: str | os.PathLike | None = None) -> BoardConfig:
     board = str(data.get("board", "cpu"))
     accel = str(data.get("accelerator", "cpu"))
     emulated = data.get("emulated", False)
-    if board not in BOARDS:
-        raise BadInput(f"{cfg_file}: unknown board {board!r}", f"use one of {', '.join(BOARDS)}")
-    if accel not in ACCELERATORS:
-        raise BadInput(f"{cfg_file}: unknown accelerator {accel!r}", f"use one of {', '.join(ACCELERATORS)}")
+    reg = families.registry()
+    fam_def = data.get("family")
+    if fam_def is not None:  # a plug-in family's definition, written by fleet deploy
+        try:
+            fam = families.BoardFamily.from_dict(fam_def)
+        except ValueError as e:
+            raise BadInput(f"{cfg_file}: family: {e}", "rewrite it with `fleet deploy` (agent role)") from None
+        families.register(fam, f"{cfg_file}")
+    boards, accels = reg.board_classes(), reg.accelerators()
+    if board not in boards:
+        raise BadInput(f"{cfg_file}: unknown board {board!r}", f"use one of {', '.join(boards)}")
+    if accel not in accels:
+        raise BadInput(f"{cfg_file}: unknown accelerator {accel!r}", f"use one of {', '.join(accels)}")
     if not isinstance(emulated, bool):
         raise BadInput(f"{cfg_file}: emulated must be true or false, got {emulated!r}",
                        "set emulated: true|false in the inventory")

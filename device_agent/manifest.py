@@ -145,9 +145,15 @@ def verify(artifact: Artifact) -> str:
 #: (docs/reference/device_apis.md §5.3: HailoRT "HEF format is not compatible with device", HAILO_INVALID_HEF;
 #: an .rknn is built for one ``target_platform``, §3.2).
 NPU_FORMATS = {"hef": "HailoRT", "rknn": "the RKNN runtime"}
-#: (artifact arch, board accelerator) pairs that run although they differ: HailoRT configures a
-#: Hailo-8L HEF on a Hailo-8 (hailort ``hef.cpp``: "Hailo8 can work with Hailo8L configurations").
-COMPATIBLE = {("hailo8l", "hailo8")}
+
+
+def compatible() -> set[tuple[str, str]]:
+    """(artifact arch, board accelerator) pairs that run although they differ, from the board
+    families' ``targets``: HailoRT configures a Hailo-8L HEF on a Hailo-8 (hailort ``hef.cpp``:
+    "Hailo8 can work with Hailo8L configurations")."""
+    from .families import registry
+
+    return registry().compatible()
 
 
 def npu_arch(artifact: Artifact) -> str | None:
@@ -178,7 +184,7 @@ def check_npu_targets(model_dir: str | os.PathLike, accelerator: str) -> None:
         return
     for a in arts:
         arch = npu_arch(a)
-        if arch and arch != accelerator and (arch, accelerator) not in COMPATIBLE:
+        if arch and arch != accelerator and (arch, accelerator) not in compatible():
             fmt = str(a.get("format"))
             raise ModelError(
                 f"{a.path} is a {fmt.upper()} compiled for {arch}, but this board's accelerator is "

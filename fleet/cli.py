@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from device_agent.families import FamilyError
 from fleet import __version__
 from fleet.errors import FleetError
 
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except FleetError as e:
         print(f"fleet: error: {e}", file=sys.stderr)
         return e.exit_code
+    except FamilyError as e:  # a board-family plug-in that cannot be used, met outside fleet.families
+        print(f"fleet: error: {FleetError(e.message, e.fix)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fleet: interrupted", file=sys.stderr)
         return 130

@@ -18,16 +18,30 @@ from pathlib import Path
 import yaml
 
 from fleet.errors import FleetError
+from fleet.families import registry
 
-BOARD_CLASSES = {
-    # board class -> accelerators it may carry
-    "pi5-hailo8l": {"hailo8l", "hailo8"},
-    "rk3588": {"rk3588"},
-    "cpu": {"cpu"},
-}
-ACCELERATORS = {"hailo8l", "hailo8", "rk3588", "cpu"}
 ARCHES = {"x86_64", "aarch64"}
 CPU_EMULATORS = {"qemu-user"}
+
+
+def board_classes() -> dict[str, tuple[str, ...]]:
+    """board class -> the accelerators it may carry, from the board families (fleet.families:
+    built-ins and plug-ins). Raises FleetError when a plug-in cannot be used."""
+    return registry().board_classes()
+
+
+def accelerators() -> set[str]:
+    """Every accelerator a board family declares (``hailo8l``, ..., ``cpu``)."""
+    return set(registry().accelerators())
+
+
+def __getattr__(name: str):
+    # BOARD_CLASSES / ACCELERATORS, read from the registry when asked (older callers)
+    if name == "BOARD_CLASSES":
+        return {k: set(v) for k, v in board_classes().items()}
+    if name == "ACCELERATORS":
+        return accelerators()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -36,8 +50,8 @@ class Board:
 
     Attributes:
         name: the inventory hostname.
-        board: board class (``pi5-hailo8l``, ``rk3588``, ``cpu``).
-        accelerator: the NPU (``hailo8l``, ``hailo8``, ``rk3588``) or ``cpu``.
+        board: board class (``pi5-hailo8l``, ``pi5-hailo10h``, ``rk3588``, ``cpu``: fleet.families).
+        accelerator: the NPU (``hailo8l``, ``hailo8``, ``hailo10h``, ``rk3588``) or ``cpu``.
         emulated: True for an emulated board (NPU stages run on the onnx backend).
         fleet_root: absolute path on the board under which fleet installs everything.
         host, port, user: SSH address.
@@ -202,21 +216,22 @@ def _board_from_vars(name: str, hv: dict, source: Path) -> Board:
         return hv[key]
 
     board = str(need("board"))
-    if board not in BOARD_CLASSES:
+    classes = board_classes()
+    if board not in classes:
         raise FleetError(
             f"inventory {source}: host '{name}' has unknown board '{board}'",
-            f"use one of: {', '.join(sorted(BOARD_CLASSES))}",
+            f"use one of: {', '.join(sorted(classes))}",
         )
     acc = str(need("accelerator"))
-    if acc not in ACCELERATORS:
+    if acc not in accelerators():
         raise FleetError(
             f"inventory {source}: host '{name}' has unknown accelerator '{acc}'",
-            f"use one of: {', '.join(sorted(ACCELERATORS))}",
+            f"use one of: {', '.join(sorted(accelerators()))}",
         )
-    if acc not in BOARD_CLASSES[board]:
+    if acc not in classes[board]:
         raise FleetError(
             f"inventory {source}: host '{name}' is a {board} but names accelerator '{acc}'",
-            f"a {board} carries {', '.join(sorted(BOARD_CLASSES[board]))}",
+            f"a {board} carries {', '.join(sorted(classes[board]))}",
         )
     root = str(need("fleet_root"))
     if not root.startswith("/"):

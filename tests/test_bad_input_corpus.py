@@ -71,11 +71,12 @@ def tree_digest(root: Path) -> dict[str, str]:
 INVENTORY_CASES = [
     # (file, words the message must hold, words the fix must hold)
     ("yaml_syntax.yml", ["YAML syntax error at line 6"], "fix the YAML at that line"),
-    ("unknown_board.yml", ["host 'jetson-a' has unknown board 'jetson-orin'"], "use one of: cpu, pi5-hailo8l, rk3588"),
+    ("unknown_board.yml", ["host 'jetson-a' has unknown board 'jetson-orin'"],
+     "use one of: cpu, pi5-hailo10h, pi5-hailo8l, rk3588"),
     ("missing_fleet_root.yml", ["host 'rock5b-a' has no 'fleet_root'"], "set fleet_root for 'rock5b-a'"),
     ("duplicate_hosts.yml", ["'pi5-a' appears twice", "at line 4 and at line 9"], "list each host once"),
-    ("unknown_accelerator.yml", ["host 'pi5-a' has unknown accelerator 'hailo10h'"],
-     "use one of: cpu, hailo8, hailo8l, rk3588"),
+    ("unknown_accelerator.yml", ["host 'pi5-a' has unknown accelerator 'hailo15h'"],
+     "use one of: cpu, hailo10h, hailo8, hailo8l, rk3588"),
 ]
 
 
@@ -324,7 +325,7 @@ MODEL_CASES = [
     ("models/not_onnx.onnx", [], ["not_onnx.onnx is not a readable ONNX model"], "pass the .onnx file exported"),
     ("models/model.tflite", [], ["model.tflite: unknown model format '.tflite'"], "import a .onnx, .hef"),
     ("artifacts/encoder_hailo8.hef", [], ["encoder_hailo8.hef is a HEF, which only a Hailo NPU runs, but --target is cpu"],
-     "use --target hailo8l | hailo8 | hailo10h"),
+     "use --target hailo8 | hailo8l | hailo10h"),
     ("models/tiny.onnx", ["--inputs", "pixels:float32[2,4]"], ["--inputs names ['pixels'] but tiny.onnx has ['x']"],
      "use the file's tensor names"),
     ("models/tiny.onnx", ["--inputs", "x:int64[2,4]"], ["--inputs: x is float32 in tiny.onnx, not int64"],

@@ -141,8 +141,8 @@ def test_hailo_missing_dfc_names_where_to_get_it(monkeypatch, tmp_path):
 
 def test_hailo_bad_input(fake_dfc, tmp_path):
     with pytest.raises(FleetError) as ei:
-        hailo.compile_hef(tmp_path / "g.onnx", ENC_IN, ENC_OUT, {}, "hailo10h", tmp_path / "g.hef")
-    assert ei.value.exit_code == 2 and "hailo10h" in ei.value.message
+        hailo.compile_hef(tmp_path / "g.onnx", ENC_IN, ENC_OUT, {}, "hailo15h", tmp_path / "g.hef")
+    assert ei.value.exit_code == 2 and "hailo15h" in ei.value.message
     with pytest.raises(FleetError, match="no array for input 'mel'"):
         hailo.compile_hef(tmp_path / "g.onnx", ENC_IN, ENC_OUT, {"x": np.zeros((1, 1))},
                           "hailo8l", tmp_path / "g.hef")

@@ -221,12 +221,14 @@ def test_onnx_with_external_data_is_refused(tmp_path, out):
     assert "save_as_external_data=False" in ei.value.fix and not out.exists()
 
 
-def test_hailo10h_import_says_no_board_runs_it_yet(monkeypatch, tmp_path, out):
+def test_hailo10h_import_goes_to_the_hailo10h_family(monkeypatch, tmp_path, out):
     monkeypatch.setitem(sys.modules, "hailo_platform", None)
     f = tmp_path / "llm.hef"
     f.write_bytes(b"hef" * 9)
     res = import_model(f, "llm", "hailo10h", out, inputs="x:float32[1,8]")
-    assert any("no board family runs hailo10h" in n for n in res["notes"])
+    assert not any("no board family" in n for n in res["notes"])  # the pi5-hailo10h family runs it
+    (e,) = [e for e in res["entries"] if e["format"] == "hef"]
+    assert e["target"] == "hailo10h" and e["hw_arch"] == "hailo10h"
 
 
 def test_cli_exit_code_and_message(src, out, capsys):

@@ -78,7 +78,7 @@ def test_parse_mix():
     assert parse_mix(None, None) == [("pi5-hailo8l", 2), ("rk3588", 1)]
     assert parse_mix(None, 2) == [("pi5-hailo8l", 1), ("rk3588", 1)]
     assert parse_mix("pi5-hailo8l:2,rk3588:1", 3) == [("pi5-hailo8l", 2), ("rk3588", 1)]
-    with pytest.raises(FleetError, match="unknown board class 'jetson'"):
+    with pytest.raises(FleetError, match="unknown board family 'jetson'"):
         parse_mix("jetson:1", None)
     with pytest.raises(FleetError, match="--boards 4 but --mix adds up to 3"):
         parse_mix("pi5-hailo8l:2,rk3588:1", 4)

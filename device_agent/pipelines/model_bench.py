@@ -47,15 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import families
 from .. import manifest as mf
-from ..backends import NPU_BACKEND
+from ..backends import NPU_FORMAT, npu_backend
 from ..backends.base import Backend, LoadedModel
 from ..backends.rknn import CORE_MASKS
 from ..protocol import BadInput, ModelError
 from .base import Option, Pipeline
 
-NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
-COMPATIBLE = {("hailo8l", "hailo8")}  # a Hailo-8L HEF runs on a Hailo-8 (device_agent.manifest)
 RANDOM = "random"
 DEPLOYED = "deployed"  # the input set imported with the model (fleet models import --data)
 DEFAULT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "bool": (0, 1)}
@@ -212,7 +211,7 @@ class ModelBench(Pipeline):
         def npu_art(backend: str) -> mf.Artifact | None:
             mine = [a for a in arts if fits(a, NPU_FORMAT[backend])]
             same = [a for a in mine if a.get("target") == acc]
-            compat = [a for a in mine if (a.get("target"), acc) in COMPATIBLE]
+            compat = [a for a in mine if (a.get("target"), acc) in families.registry().compatible()]
             return (same or compat or mine or [None])[0]
 
         def onnx_art() -> tuple[mf.Artifact | None, str, str | None]:
@@ -238,7 +237,7 @@ class ModelBench(Pipeline):
                                  f"import one (fleet models import FILE.{NPU_FORMAT[want]} --name NAME --target "
                                  f"{acc}) and fleet deploy, or use backend=auto")
             return want, a, f"backend={want} requested", None
-        npu = NPU_BACKEND.get(acc)
+        npu = npu_backend(acc)
         if want == "auto" and npu and not cfg.emulated:
             a = npu_art(npu)
             if a is not None:

@@ -19,13 +19,10 @@ from dataclasses import dataclass
 
 from .. import emulation
 from .. import manifest as mf
-from ..backends import NPU_BACKEND
+from ..backends import NPU_FORMAT, npu_backend
 from ..backends.base import Backend
 from ..config import BoardConfig
 from ..protocol import ModelError
-
-#: compiled-artifact format of each NPU backend (HailoRT loads HEF, RKNNLite loads .rknn)
-NPU_FORMAT = {"hailo": "hef", "rknn": "rknn"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ def choose_npu_stage(arts: list[mf.Artifact], cfg: BoardConfig, backends: dict[s
         ModelError: ``hailo``/``rknn`` asked for but no such artifact is deployed, or the board's
             NPU runtime is not importable.
     """
-    npu = NPU_BACKEND.get(cfg.accelerator)
+    npu = npu_backend(cfg.accelerator)
     if want in NPU_FORMAT:
         art = find_npu_artifact(arts, want, roles)
         if art is None:
@@ -109,7 +106,7 @@ def cpu_fallback(art: mf.Artifact, cfg: BoardConfig, *, want: str, precision: st
         StageChoice("onnx", art, reason, emulation): ``emulation`` is None except on an emulated
         NPU board, where the cpu model stands in for the NPU (e.g. "cpu int8-dynamic fallback").
     """
-    npu = NPU_BACKEND.get(cfg.accelerator)
+    npu = npu_backend(cfg.accelerator)
     if want == "onnx":
         reason = f"{option}=onnx requested"
     elif cfg.emulated and npu and precision != "int8":  # only int8 has an emulation model

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import manifest as mf
-from ..backends import NPU_BACKEND
+from ..backends import npu_backend
 from ..backends.base import Backend
 from ..protocol import BadInput, ModelError
 from ..rag import fusion, ir_metrics
@@ -149,7 +149,7 @@ class RagHybrid(Pipeline):
         """
         cfg = self.config
         precision, want = options["precision"], options["encoder_backend"]
-        npu = NPU_BACKEND.get(cfg.accelerator)
+        npu = npu_backend(cfg.accelerator)
         shape = options["encoder"]
         if shape == "auto":
             shape = "static" if npu or want in npu_stage.NPU_FORMAT else "dynamic"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..families import registry
 from ..manifest import read_manifest_listed
 from ..protocol import ModelError
 from ..telemetry.base import (
@@ -44,7 +45,6 @@ SCHEMA = 1
 HAILO_PCI_VENDOR = "0x1e60"
 LIBRKNNRT = "librknnrt.so"
 LIB_DIRS = ("/usr/lib", "/usr/lib64", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib")
-HAILO_ACCELERATORS = ("hailo8l", "hailo8")
 
 
 def _dist_version(name: str) -> str | None:
@@ -163,17 +163,19 @@ def collect_pcie(roots: StackRoots, errors: dict) -> dict | None:
     return out
 
 
-def collect_hailo(roots: StackRoots, errors: dict, identify_text: str | None = None) -> dict:
-    """HailoRT library (``hailortcli --version``), Python binding (dist ``hailort``), hailo_pci
-    driver (``/sys/module/hailo_pci/version``), firmware and device (``hailortcli fw-control
+def collect_hailo(roots: StackRoots, errors: dict, identify_text: str | None = None,
+                  driver_module: str = "hailo_pci") -> dict:
+    """HailoRT library (``hailortcli --version``), Python binding (dist ``hailort``), the family's
+    driver (``/sys/module/<driver_module>/version``: hailo_pci for Hailo-8/8L, hailo1x_pci for the
+    Hailo-10H), firmware and device (``hailortcli fw-control
     identify``), PCIe link. ``identify_text`` lets the agent pass output it already has."""
     out: dict = {"applicable": True}
     lib = _try(errors, "hailo.library", roots.commands.run, "hailortcli --version")
     out["library"] = {"version": first_version(lib), "source": "hailortcli --version"} if lib else None
     py = roots.dist_version("hailort")
     out["python_binding"] = {"version": py, "source": "python dist hailort"} if py else None
-    drv = _try(errors, "hailo.driver", read_text, roots.sys / "module" / "hailo_pci" / "version")
-    out["driver"] = {"version": first_version(drv), "source": "/sys/module/hailo_pci/version"} if drv else None
+    drv = _try(errors, "hailo.driver", read_text, roots.sys / "module" / driver_module / "version")
+    out["driver"] = {"version": first_version(drv), "source": f"/sys/module/{driver_module}/version"} if drv else None
     if identify_text is None:
         identify_text = _try(errors, "hailo.identify", roots.commands.run, "hailortcli fw-control identify")
     ident = _try(errors, "hailo.identify", parse_identify, identify_text) if identify_text else None
@@ -323,9 +325,12 @@ def collect_stack(config, roots: StackRoots | None = None, agent_version: str | 
         "board_model": board_model(roots),
     }
     na = {"applicable": False, "reason": f"{acc} stages run on the onnx backend"}
-    if acc in HAILO_ACCELERATORS:
-        stack["hailo"] = na if emulated else collect_hailo(roots, errors, identify_text)
-    if acc == "rk3588":
+    fam = registry().find(acc)
+    backend = fam.npu_backend if fam is not None else None
+    if backend == "hailo":  # the section is named after the family's NPU backend
+        stack["hailo"] = na if emulated else collect_hailo(roots, errors, identify_text,
+                                                           fam.driver_module or "hailo_pci")
+    elif backend == "rknn":
         stack["rknn"] = na if emulated else collect_rknn(roots, errors)
     stack["models"] = collect_models(Path(config.root) / "models", errors)
     stack["errors"] = errors

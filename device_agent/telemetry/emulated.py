@@ -19,7 +19,8 @@ The model starts at its idle steady state. When T reaches the board's throttle t
 measurement protocol treats an emulated board like a real one. The model is deterministic given
 its inputs (the clock and CPU-time readings, both injectable).
 
-Constants per board class (THERMAL) — sources and assumptions:
+Constants per board family (``BoardFamily.thermal`` in device_agent/families/<family>.py, read
+through THERMAL) — sources and assumptions of the built-in ones:
 
 - ``pi5-hailo8l`` (Pi 5 with the official Active Cooler, as for the AI Kit): fitted to a published
   measurement (qiita.com/j-baba/items/08475f1d066d23e188eb: room ~20 °C, idle 40.0 °C; ``stress -c
@@ -33,6 +34,8 @@ Constants per board class (THERMAL) — sources and assumptions:
   device tree's passive trip (rk3588-base.dtsi, device_apis §4.2).
 - ``cpu`` (x86 fallback host): ASSUMPTIONS: T_amb 25 °C, P_idle 10 W, P_max 65 W (a desktop
   TDP), Rθ 0.6 K/W (idle 31 °C, plateau 64 °C), τ 30 s, throttle at 95 °C.
+- ``pi5-hailo8`` and ``pi5-hailo10h`` (AI HAT+ / AI HAT+ 2 on a Pi 5): the ``pi5-hailo8l``
+  constants (ASSUMPTION: the model follows the Pi's SoC; the HAT's own heat is not modelled).
 """
 
 from __future__ import annotations
@@ -40,35 +43,38 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Callable
 
+from ..families import ThermalConstants, registry
 from .base import STICKY_SHIFT, Roots, Sensor
 
 THROTTLED_BITS = (1 << 2) | (1 << 3)  # throttled + soft temperature limit (get_throttled layout)
 
 
-@dataclass(frozen=True)
-class ThermalConstants:
-    """One board class's model constants: °C, W, K/W, s (see the module docstring for sources)."""
+class _Thermal(Mapping):
+    """family name -> ThermalConstants, read from the board families (``BoardFamily.thermal``,
+    device_agent.families) at lookup time; a board class (``pi5-hailo8l``) also finds the
+    constants of its default family."""
 
-    t_amb_c: float
-    p_idle_w: float
-    p_max_w: float
-    r_theta_k_per_w: float
-    tau_s: float
-    throttle_c: float
-    source: str
+    def __getitem__(self, name: str) -> ThermalConstants:
+        reg = registry()
+        fam = reg.families.get(name)
+        if fam is None:
+            fam = next((f for f in reg.families.values() if f.board_class == name), None)
+        if fam is None:
+            raise KeyError(name)
+        return fam.thermal
+
+    def __iter__(self):
+        return iter(registry().families)
+
+    def __len__(self) -> int:
+        return len(registry().families)
 
 
-THERMAL = {
-    "pi5-hailo8l": ThermalConstants(20.0, 3.0, 6.2, 6.7, 55.0, 80.0,
-                                    "fit to Pi 5 + Active Cooler idle/stress temperatures (qiita j-baba); "
-                                    "P split assumed; throttle 80 °C per frequency-management.adoc"),
-    "rk3588": ThermalConstants(25.0, 2.0, 8.0, 5.0, 60.0, 85.0,
-                               "assumed (heatsink + fan); throttle 85 °C = mainline passive trip"),
-    "cpu": ThermalConstants(25.0, 10.0, 65.0, 0.6, 30.0, 95.0, "assumed (desktop x86 host)"),
-}
+#: the emulated thermal model's constants by board family (or board class)
+THERMAL = _Thermal()
 
 
 class ThermalModel:
@@ -115,7 +121,7 @@ class EmulatedSensor(Sensor):
     """Temperature, power and throttling of an emulated board, from ThermalModel.
 
     Args:
-        board: board class (a key of THERMAL).
+        board: board family or board class (a key of THERMAL).
         clock: monotonic seconds (injectable for tests).
         cpu_seconds: the process's CPU seconds so far (injectable).
         cpus: CPUs the utilisation is divided by (default os.cpu_count()).
@@ -149,7 +155,9 @@ class EmulatedSensor(Sensor):
         """Present when agent.yml says ``emulated: true``."""
         if not config.emulated:
             return None
-        return cls(config.board, **{k: v for k, v in kwargs.items() if k in ("clock", "cpu_seconds", "cpus")})
+        fam = registry().find(config.accelerator)
+        name = fam.name if fam is not None and fam.board_class == config.board else config.board
+        return cls(name, **{k: v for k, v in kwargs.items() if k in ("clock", "cpu_seconds", "cpus")})
 
     def advance(self) -> None:
         """Run the model up to now with the utilisation measured since the last call."""

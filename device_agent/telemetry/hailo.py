@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from ..families import registry
 from .base import Roots, Sensor
 
 POWER_NOTE = "Hailo module (DvmTypes.AUTO: whole module where current monitoring exists)"
@@ -62,7 +63,8 @@ class HailoSensor(Sensor):
     def probe(cls, config, roots: Roots, backends=None, **_) -> "HailoSensor | None":
         """Present on a real (not emulated) Hailo board whose ``hailo_platform`` finds a device.
         Power support is read once from the extended device information."""
-        if config.accelerator not in ("hailo8l", "hailo8") or config.emulated:
+        fam = registry().find(config.accelerator)
+        if fam is None or "hailo" not in fam.sensors or config.emulated:
             return None
         try:
             hp = importlib.import_module("hailo_platform")

@@ -8,56 +8,54 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.errors import FleetError
+from fleet.families import registry
 from fleet.inventory import Board
 
 DEFAULT_MODELS = ("whisper-tiny.en",)
-NPU_TARGETS = {"hailo8l", "hailo8", "rk3588"}
-NPU_FORMATS = {"hef", "rknn"}      # what a real board's NPU runtime loads
 EMULATION_QUANT = "int8-static-qdq"  # manifest quantization prefix of the emulation models
 
 
 def target_entries(board: Board, entries: list[dict]) -> list[dict]:
-    """The entries of ``board.accelerator``'s NPU build (``artifacts/<target>/<model>/``) that
-    board runs: the compiled HEF/RKNN on a real board; the static QDQ INT8 ONNX emulation models
+    """The entries of ``board.accelerator``'s NPU build (``artifacts/<target>/<model>/``, the
+    target of its board family: fleet.families) that board runs: the compiled HEF/RKNN on a real
+    board; the static QDQ INT8 ONNX emulation models
     (fleet.models.quantize) on an emulated one; in both cases only the roles a pipeline of the
     agent loads (``device_agent.pipelines.npu_roles``: Whisper's full-NPU decoder, 117 MB as QDQ
     INT8, is built but no pipeline runs it). The build's fp32 NPU graphs and calibration sets stay
     on the controller. CPU boards get none."""
     from device_agent.pipelines import npu_roles
 
-    if board.accelerator not in NPU_TARGETS:
+    fam = registry().find(board.accelerator)
+    if fam is None or fam.build_target is None:
         return []
-    mine = [e for e in entries if e.get("target") == board.accelerator
+    mine = [e for e in entries if e.get("target") == fam.build_target
             and e.get("role") in npu_roles(str(e.get("model", "")))]
     if board.emulated:
         return [e for e in mine if e.get("format") == "onnx"
                 and str(e.get("quantization", "")).startswith(EMULATION_QUANT)]
-    return [e for e in mine if e.get("format") in NPU_FORMATS]
-
-
-#: (artifact target, board accelerator) pairs that run although they differ: HailoRT runs a Hailo-8L
-#: HEF on a Hailo-8 (device_agent.manifest.COMPATIBLE)
-COMPATIBLE = {("hailo8l", "hailo8")}
+    return [e for e in mine if e.get("format") == fam.artifact_format]
 
 
 def imported_entries(board: Board, entries: list[dict]) -> list[dict]:
     """The entries of an imported model (``fleet models import``, ``imported: true``) that ``board``
-    can run: target ``cpu`` ONNX (and its reference) on every board; for the board's accelerator
-    (or a compatible one: a hailo8l HEF on a hailo8) the compiled .hef/.rknn and its reference on a
+    can run: target ``cpu`` ONNX (and its reference) on every board; for the targets of the board's
+    family (its own, or a compatible one: a hailo8l HEF on a hailo8) the compiled .hef/.rknn and its reference on a
     real board, the ONNX entries (the imported emulation model, or the reference standing in for a
     HEF/RKNN) on an emulated one; its input set (role ``inputs``, ``--data``) with them. [] when the
     board can run none of them."""
-    acc, out = board.accelerator, []
+    fam, out = registry().find(board.accelerator), []
+    runs = fam.targets if fam is not None else ()
     for e in entries:
         t, fmt = e.get("target"), e.get("format")
         if t == "cpu":
             out.append(e)
-        elif t == acc or (t, acc) in COMPATIBLE:
+        elif t == board.accelerator or t in runs:
             if board.emulated and fmt == "onnx":
                 out.append(e)
             elif e.get("role") == "inputs":  # the input set shipped with the model (--data)
                 out.append(e)
-            elif not board.emulated and (fmt in NPU_FORMATS or e.get("role") == "reference"):
+            elif not board.emulated and ((fam is not None and fmt == fam.artifact_format)
+                                         or e.get("role") == "reference"):
                 out.append(e)
     return out
 

@@ -34,6 +34,9 @@ class HostPlan:
             which the board checks on every deploy (``verify``).
         datasets: one bundle per data set: {name, src, key, dest, verify}; each holds the data
             set's files (or a selection of them) and SHA256SUMS, checked on the board.
+        family: the board's family as data (``BoardFamily.to_dict``) when it comes from a plug-in
+            package (entry point ``fleet.board_families``), which the board need not have: the
+            agent role writes it into agent.yml; None for a built-in family.
     """
 
     host: str
@@ -42,6 +45,7 @@ class HostPlan:
     wheelhouse_key: str
     models: list[dict] = field(default_factory=list)
     datasets: list[dict] = field(default_factory=list)
+    family: dict | None = None
 
     def to_vars(self) -> dict:
         """The host's entry of the ``fleet_plan_by_host`` extra var."""
@@ -62,6 +66,17 @@ class Plan:
     notes: list[str]
     refused: dict[str, preflight.Refusal] = field(default_factory=dict)
     boards: list[Board] = field(default_factory=list)
+
+
+def plugin_family(board) -> dict | None:
+    """The board's family as data when it is a plug-in's (HostPlan.family), else None."""
+    from fleet.families import registry
+
+    reg = registry()
+    fam = reg.find(board.accelerator)
+    if fam is None or reg.origin.get(fam.name) == "built-in":
+        return None
+    return fam.to_dict()
 
 
 def model_bundle(arts: list[art.Artifact], model: str, schema: int, cache: Path) -> Bundle:
@@ -194,7 +209,8 @@ def make_plan(
             continue
         wh = houses[house_of(b)]
         arts = selected[b.name]
-        plan = HostPlan(host=b.name, wheelhouse=tars[house_of(b)], fleet_wheel=wh.fleet_wheel, wheelhouse_key=wh.key[:16])
+        plan = HostPlan(host=b.name, wheelhouse=tars[house_of(b)], fleet_wheel=wh.fleet_wheel, wheelhouse_key=wh.key[:16],
+                        family=plugin_family(b))
         for model in dict.fromkeys(a.model for a in arts):
             sel = tuple(str(a.src) for a in arts if a.model == model)
             if (model, sel) not in model_tars:

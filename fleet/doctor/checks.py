@@ -20,18 +20,31 @@ Rules and fixes (docs/reference/device_apis.md):
   version 6"). Fix: copy ``librknnrt.so`` from the same SDK version to /usr/lib. rknpu driver
   must be present (§4.2).
 - Every file a model manifest lists is present (deploy copies them; fix ``fleet deploy``).
+- HailoRT's major version serves the board family's chip (``BoardFamily.runtime_major``): 4.x
+  for Hailo-8/8L, 5.x for the Hailo-10H (hailort-drivers: branch hailo8 = 4.x ``hailo_pci``,
+  master = 5.x ``hailo1x_pci``).
 - On an emulated board the NPU checks are ``n/a`` ("not applicable (emulated)"), never failures.
 - CPU architecture: the kernel's machine (``uname -m``) == the inventory's ``arch`` (else fail:
   the wheelhouse would be built for the wrong platform); the CPU model the agent names (Arm cores
   from their ``CPU part``), and ``cpu_emulated`` (e.g. qemu-user) noted: such a board proves
   installs and ARM-kernel numerics, never speed (its latency is INVALID, fleet.measure.protocol).
+
+Which NPU checks run is the board family's choice (``BoardFamily.doctor_checks``, names looked up
+in :data:`FAMILY_CHECKS`: ``hailo``, ``hailo.pcie``, ``rknn``); the generic and model checks run
+on every board. A lab's package adds a check through the entry-point group ``fleet.doctor_checks``
+(name -> ``fn(stack, family, info) -> list[Finding]``) and names it in its family.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import Callable
 
 from device_agent.stack.parse import version_tuple
+
+from fleet.errors import FleetError
+from fleet.families import BoardFamily, registry
 
 OK, FAIL, WARN, NA = "ok", "fail", "warn", "n/a"
 STATUSES = (OK, FAIL, WARN, NA)
@@ -119,8 +132,10 @@ def check_cpu(info: dict, stack: dict, expected: dict) -> list[Finding]:
     return [Finding("cpu", OK, detail)]
 
 
-def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool) -> list[Finding]:
-    """HailoRT library/binding/driver/firmware equality, device arch, HEF archs, Pi 5 PCIe gen."""
+def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool,
+                family: BoardFamily | None = None) -> list[Finding]:
+    """HailoRT library/binding/driver/firmware equality, HailoRT major version for the family's
+    chip (when ``family`` is given), device arch, HEF archs, and (``is_pi5``) the Pi 5 PCIe gen."""
     h = stack.get("hailo")
     if h is None:
         return []
@@ -137,7 +152,8 @@ def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool) -> list[Fi
         out.append(Finding("hailo.versions", FAIL, f"cannot read HailoRT {', '.join(missing)} ({shown})"
                            + (f": {why}" if why else ""),
                            "install the Hailo stack (apt hailo-all on Raspberry Pi OS), check the module "
-                           "is loaded (lsmod | grep hailo_pci) and `hailortcli fw-control identify` works; "
+                           f"is loaded (lsmod | grep {(family and family.driver_module) or 'hailo_pci'}) and "
+                           "`hailortcli fw-control identify` works; "
                            + FIX_HAILO_PIN))
     elif len({_mmr(v) for v in vers.values()}) != 1:
         out.append(Finding("hailo.versions", FAIL,
@@ -145,6 +161,13 @@ def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool) -> list[Fi
                            f"is different from library version ({vers['library']})\")", FIX_HAILO_PIN))
     else:
         out.append(Finding("hailo.versions", OK, shown))
+    lib_t = version_tuple(vers["library"])
+    if family is not None and family.runtime_major and lib_t and lib_t[0] not in family.runtime_major:
+        want = " or ".join(f"{m}.x" for m in family.runtime_major)
+        out.append(Finding("hailo.runtime", FAIL,
+                           f"HailoRT {vers['library']} on a {family.title}: this chip needs HailoRT {want}",
+                           f"install {family.runtime} (driver module {family.driver_module}) for this board, "
+                           "then fleet deploy"))
     py = _v(h.get("python_binding"))
     if py and vers["library"] and _mmr(py) != _mmr(vers["library"]):
         out.append(Finding("hailo.python", FAIL, f"python binding {py} vs library {vers['library']}",
@@ -162,11 +185,11 @@ def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool) -> list[Fi
         for model, files in _npu_files(stack, "hef"):
             for name, f in files:
                 ha = f.get("hef_arch")
-                if ha == "hailo8l" and arch == "hailo8":
+                if (ha, arch) in registry().compatible():
                     # HailoRT runs Hailo-8L HEFs on a Hailo-8 (DeviceBase::is_hef_compatible), warning
                     # "This will result in lower performance"; the reverse is refused.
                     out.append(Finding(f"hailo.hef:{model}/{name}", WARN,
-                                       "HEF compiled for hailo8l on a hailo8 device: runs, at lower "
+                                       f"HEF compiled for {ha} on a {arch} device: runs, at lower "
                                        "performance (HailoRT warning)", FIX_HEF_ARCH.format(arch=arch)))
                 elif ha and ha != arch:
                     out.append(Finding(f"hailo.hef:{model}/{name}", FAIL,
@@ -179,17 +202,28 @@ def check_hailo(stack: dict, expected_arch: str | None, is_pi5: bool) -> list[Fi
                     out.append(Finding(f"hailo.hef:{model}/{name}", WARN, "HEF architecture not in the manifest",
                                        "rebuild with fleet models build (it records target/hw_arch)"))
     if is_pi5:
-        p = h.get("pcie")
-        gen = (p or {}).get("current_gen")
-        if not p or gen is None:
-            out.append(Finding("hailo.pcie", WARN, f"PCIe link of the Hailo device unknown: "
-                               f"{errs.get('hailo.pcie', 'no current_link_speed')}",
-                               "check lspci -vv shows the Hailo device (1e60:...)"))
-        elif gen < 3:
-            out.append(Finding("hailo.pcie", WARN, f"PCIe Gen {gen} ({p.get('current_speed')}) at {p.get('address')}",
-                               FIX_PCIE))
-        else:
-            out.append(Finding("hailo.pcie", OK, f"PCIe Gen {gen} x{p.get('width', '?')} at {p.get('address')}"))
+        out += check_hailo_pcie(stack)
+    return out
+
+
+def check_hailo_pcie(stack: dict) -> list[Finding]:
+    """The Hailo device's PCIe link on a Pi 5: warn below Gen 3 (§4.1); [] without a real Hailo stack."""
+    h = stack.get("hailo")
+    if h is None or not h.get("applicable", True):
+        return []
+    errs = stack.get("errors") or {}
+    out = []
+    p = h.get("pcie")
+    gen = (p or {}).get("current_gen")
+    if not p or gen is None:
+        out.append(Finding("hailo.pcie", WARN, f"PCIe link of the Hailo device unknown: "
+                           f"{errs.get('hailo.pcie', 'no current_link_speed')}",
+                           "check lspci -vv shows the Hailo device (1e60:...)"))
+    elif gen < 3:
+        out.append(Finding("hailo.pcie", WARN, f"PCIe Gen {gen} ({p.get('current_speed')}) at {p.get('address')}",
+                           FIX_PCIE))
+    else:
+        out.append(Finding("hailo.pcie", OK, f"PCIe Gen {gen} x{p.get('width', '?')} at {p.get('address')}"))
     return out
 
 
@@ -275,13 +309,58 @@ def check_info(info: dict, expected: dict | None = None, controller_agent: str |
     if not isinstance(stack, dict):
         return [Finding("stack", WARN, "the agent reports no stack fingerprint (older agent)", FIX_DEPLOY)]
     acc = expected.get("accelerator") or stack.get("accelerator")
-    board = expected.get("board") or info.get("board")
-    is_pi5 = board == "pi5-hailo8l" or "Raspberry Pi 5" in (stack.get("board_model") or "")
+    fam = registry().find(acc)
     out = check_generic(stack, expected, controller_agent)
     out += check_cpu(info, stack, expected)
-    out += check_hailo(stack, acc if acc in ("hailo8", "hailo8l") else None, is_pi5)
-    out += check_rknn(stack)
+    if fam is None:  # an accelerator no family here declares: every NPU check that finds its section
+        out += check_hailo(stack, None, "Raspberry Pi 5" in (stack.get("board_model") or ""))
+        out += check_rknn(stack)
+    else:
+        checks = family_checks()
+        for name in fam.doctor_checks:
+            fn = checks.get(name)
+            if fn is None:
+                out.append(Finding(f"doctor.{name}", WARN, f"board family {fam.name} names doctor check {name!r}, "
+                                   "which no installed package defines",
+                                   f"install the package that adds it (entry point group {CHECKS_GROUP}), "
+                                   f"or use one of {', '.join(checks)}"))
+                continue
+            out += fn(stack, fam, info)
     out += check_models(stack)
+    return out
+
+
+CHECKS_GROUP = "fleet.doctor_checks"
+
+#: built-in per-family checks by name (BoardFamily.doctor_checks): fn(stack, family, info) -> findings
+FAMILY_CHECKS: dict[str, Callable[[dict, BoardFamily, dict], list[Finding]]] = {
+    "hailo": lambda stack, fam, info: check_hailo(stack, fam.accelerator, False, fam),
+    "hailo.pcie": lambda stack, fam, info: check_hailo_pcie(stack),
+    "rknn": lambda stack, fam, info: check_rknn(stack),
+}
+
+
+def family_checks() -> dict[str, Callable]:
+    """FAMILY_CHECKS plus the checks of the entry-point group ``fleet.doctor_checks``.
+
+    Raises:
+        FleetError: a plug-in check fails to load, is not callable, or reuses a built-in name.
+    """
+    out = dict(FAMILY_CHECKS)
+    for ep in metadata.entry_points(group=CHECKS_GROUP):
+        dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+        if ep.name in FAMILY_CHECKS:
+            raise FleetError(f"doctor-check plug-in {dist} ({ep.name} = {ep.value}) clashes with the built-in "
+                             f"check {ep.name!r}", "rename the entry point in the plug-in's package")
+        try:
+            fn = ep.load()
+        except Exception as e:  # noqa: BLE001 - a lab package's import error, reported with its fix
+            raise FleetError(f"doctor-check plug-in {dist} ({ep.name} = {ep.value}) failed to load: "
+                             f"{type(e).__name__}: {e}", f"fix or reinstall {dist}, or uninstall it") from None
+        if not callable(fn):
+            raise FleetError(f"doctor-check plug-in {dist} ({ep.name} = {ep.value}) is not callable",
+                             "point the entry point at fn(stack, family, info) -> list[Finding]")
+        out[ep.name] = fn
     return out
 
 

@@ -22,7 +22,8 @@ def register(sub) -> None:
                                       "HEF arch, PCIe) and say how to fix mismatches")
     add_inventory_args(p)
     p.add_argument("--require", metavar="ACCELERATOR",
-                   help="exit 3 at once unless a board with this accelerator (hailo8l, hailo8, rk3588, cpu) answers")
+                   help="exit 3 at once unless a board with this accelerator (hailo8l, hailo8, hailo10h, rk3588, "
+                        "cpu, or a plug-in family's) answers")
     p.add_argument("--allow-emulated", action="store_true", help="let an emulated board satisfy --require")
     p.add_argument("--timeout", type=float, default=60.0, help="per-board agent request timeout, s (default 60)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -77,14 +78,14 @@ def run_doctor(inventory: str, limit: str | None = None, require: str | None = N
     Raises:
         FleetError: unreadable inventory, or an unknown accelerator name.
     """
-    from fleet.inventory import ACCELERATORS, default_inventory, load_inventory
+    from fleet.inventory import accelerators, default_inventory, load_inventory
 
     inventory = default_inventory(inventory)
     boards = load_inventory(inventory, limit)
     reports: dict[str, dict] = {}
     if require:
-        if require not in ACCELERATORS:
-            raise FleetError(f"--require {require}: unknown accelerator", f"use one of {sorted(ACCELERATORS)}")
+        if require not in accelerators():
+            raise FleetError(f"--require {require}: unknown accelerator", f"use one of {sorted(accelerators())}")
         cands = [b for b in boards if b.accelerator == require and (allow_emulated or not b.emulated)]
         if not cands:
             emu = [b.name for b in boards if b.accelerator == require and b.emulated]

@@ -22,27 +22,38 @@ from fleet.models import recipes
 from fleet.models.skeleton import Report, cached_group, swap_in, toolchain_versions
 from fleet.models.skeleton import build_group as _build_group
 
-__all__ = ["CPU", "EXPORTER_PACKAGES", "NPU_TOOLCHAINS", "TARGETS", "Report", "build",
+__all__ = ["CPU", "EXPORTER_PACKAGES", "Report", "build", "npu_toolchains", "targets",
            "exporter_info", "source_info", "swap_in", "up_to_date"]
 
 CPU = "cpu"
-# NPU targets a later issue builds; what each needs (docs/reference/device_apis.md, docs/reference/field.md)
-NPU_TOOLCHAINS = {
-    "hailo8l": "the Hailo Dataflow Compiler (Python package hailo_sdk_client), which is not on "
-               "PyPI: download it from the Hailo Developer Zone (developer.hailo.ai)",
-    "hailo8": "the Hailo Dataflow Compiler (Python package hailo_sdk_client), which is not on "
-              "PyPI: download it from the Hailo Developer Zone (developer.hailo.ai)",
-    "rk3588": "rknn-toolkit2 (PyPI), installed in its own venv (it pins its own torch/onnx)",
-}
-TARGETS = (CPU, *NPU_TOOLCHAINS)
+
+
+def npu_toolchains() -> dict[str, str]:
+    """NPU build target -> what its toolchain needs: the board families' ``toolchain_hint``
+    (fleet.families; docs/reference/device_apis.md, docs/reference/field.md)."""
+    from fleet.families import registry
+
+    return {f.build_target: f.toolchain_hint for f in registry().families.values() if f.build_target}
+
+
+def targets() -> tuple[str, ...]:
+    """``cpu`` and every NPU build target."""
+    return (CPU, *npu_toolchains())
+
+
 EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "transformers")
 
 
 def __getattr__(name: str):
-    """``KNOWN_MODELS``: the registry's model names (fleet.models.recipes.names()), computed on use
-    so importing this module loads no recipe and no plug-in."""
+    """``KNOWN_MODELS``: the registry's model names (fleet.models.recipes.names()); ``NPU_TOOLCHAINS``
+    and ``TARGETS``: from the board families (older callers). Computed on use, so importing this
+    module loads no recipe, family or plug-in."""
     if name == "KNOWN_MODELS":
         return recipes.names()
+    if name == "NPU_TOOLCHAINS":
+        return npu_toolchains()
+    if name == "TARGETS":
+        return targets()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -66,9 +77,9 @@ def source_info(model: str = "whisper-tiny.en") -> dict:
 
 def _check_request(model: str, target: str):
     recipe = recipes.get(model)
-    if target != CPU and target not in NPU_TOOLCHAINS:
-        raise FleetError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}",
-                         f"use one of: {', '.join(TARGETS)}")
+    if target != CPU and target not in npu_toolchains():
+        raise FleetError(f"unknown target {target!r}; targets: {', '.join(targets())}",
+                         f"use one of: {', '.join(targets())}")
     return recipe
 
 
@@ -113,7 +124,7 @@ def build(model: str, target: str, out: Path, force: bool = False,
     report = report or Report()
     t0 = time.perf_counter()
     recipe = _check_request(model, target)
-    if target in NPU_TOOLCHAINS:
+    if target in npu_toolchains():
         from fleet.models.target_build import build_target
 
         return build_target(model, target, out, force=force, report=report,

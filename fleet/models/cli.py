@@ -29,7 +29,7 @@ def _model_names(need: str | None = None) -> str:
 def register(subparsers) -> None:
     """Add ``models`` with its ``build``, ``list``, ``parity`` and ``import`` sub-commands to the
     ``fleet`` parser."""
-    from fleet.models.build import TARGETS
+    from fleet.models.build import targets as build_targets
 
     p = subparsers.add_parser("models", help="build model artifacts (ONNX; NPU graphs + HEF/RKNN)",
                               description="Build model artifacts and artifacts/manifest.json.")
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                                    "Does nothing if they are already built and unchanged.")
     b.add_argument("model", metavar="MODEL", help=f"one of: {_model_names()} (fleet models list)")
     b.add_argument("--target", default="cpu", metavar="TARGET",
-                   help=f"one of: {', '.join(TARGETS)} (default: cpu)")
+                   help=f"one of: {', '.join(build_targets())} (default: cpu)")
     b.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="artifacts root (default: $FLEET_ARTIFACTS or <project>/artifacts)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
@@ -117,7 +117,8 @@ def register_parity(sub) -> None:
 
 def register_import(sub) -> None:
     """``fleet models import FILE --name NAME --target TARGET`` (fleet.models.importer)."""
-    from fleet.models.importer import SPEC_HELP, TARGETS
+    from fleet.models.importer import SPEC_HELP
+    from fleet.models.importer import targets as import_targets
 
     q = sub.add_parser("import", help="import a lab's own .onnx / .hef / .rknn as a model fleet deploys",
                        description="Record FILE in the artifacts manifest as model NAME for TARGET, as "
@@ -129,7 +130,7 @@ def register_import(sub) -> None:
                                                           "or .rknn (rk3588)")
     q.add_argument("--name", required=True, help="model name (folder on the boards: models/NAME)")
     q.add_argument("--target", required=True, metavar="TARGET",
-                   help=f"one of: {', '.join(TARGETS)}; an .onnx for an NPU target is what emulated boards "
+                   help=f"one of: {', '.join(import_targets())}; an .onnx for an NPU target is what emulated boards "
                         "of that target run")
     q.add_argument("--reference", type=Path, default=None, metavar="REF.onnx",
                    help="the float ONNX the model was compiled from: model.bench compares the two (parity)")

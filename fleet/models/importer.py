@@ -56,15 +56,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.errors import FleetError
+from fleet.families import registry
 from fleet.models import manifest as mf
 
 FORMATS = {".onnx": "onnx", ".hef": "hef", ".rknn": "rknn"}
-#: which targets take which compiled format (ONNX goes to any target: cpu, or an NPU's emulation)
-HEF_TARGETS = ("hailo8l", "hailo8", "hailo10h")
-RKNN_TARGETS = ("rk3588",)
-TARGETS = ("cpu", *HEF_TARGETS, *RKNN_TARGETS)
-#: (HEF arch, target) pairs that run although they differ (HailoRT runs a Hailo-8L HEF on a Hailo-8)
-COMPATIBLE = {("hailo8l", "hailo8")}
+
+
+def targets(fmt: str | None = None) -> tuple[str, ...]:
+    """Import targets, from the board families (fleet.families): ``cpu`` and every NPU build
+    target; with ``fmt`` (``hef``, ``rknn``) the targets taking that compiled format (ONNX goes to
+    any target: cpu, or an NPU's emulation)."""
+    reg = registry()
+    return reg.targets_of_format(fmt) if fmt else ("cpu", *reg.npu_targets())
+
+
+def __getattr__(name: str):
+    # HEF_TARGETS / RKNN_TARGETS / TARGETS / COMPATIBLE, read from the board families when asked
+    if name in ("HEF_TARGETS", "RKNN_TARGETS", "TARGETS"):
+        return targets({"HEF_TARGETS": "hef", "RKNN_TARGETS": "rknn"}.get(name))
+    if name == "COMPATIBLE":  # (HEF arch, target) pairs that run although they differ
+        return registry().compatible()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 DTYPES = ("float32", "float16", "float64", "uint8", "int8", "uint16", "int16", "int32", "int64", "bool")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SPEC_HELP = ("NAME:DTYPE[D0,D1,...][=LO..HI] separated by ';', e.g. "
@@ -383,14 +397,14 @@ def check_request(path: Path, name: str, target: str) -> str:
     if name in KNOWN_MODELS:
         raise FleetError(f"--name {name!r} is a model fleet builds itself (fleet models build {name})",
                          f"import it under another name, e.g. {name}-lab")
-    if target not in TARGETS:
-        raise FleetError(f"unknown target {target!r}", f"use one of: {', '.join(TARGETS)}")
-    if fmt == "hef" and target not in HEF_TARGETS:
+    if target not in targets():
+        raise FleetError(f"unknown target {target!r}", f"use one of: {', '.join(targets())}")
+    if fmt == "hef" and target not in targets("hef"):
         raise FleetError(f"{path} is a HEF, which only a Hailo NPU runs, but --target is {target}",
-                         f"use --target {' | '.join(HEF_TARGETS)}, or import the ONNX it was compiled from")
-    if fmt == "rknn" and target not in RKNN_TARGETS:
+                         f"use --target {' | '.join(targets('hef'))}, or import the ONNX it was compiled from")
+    if fmt == "rknn" and target not in targets("rknn"):
         raise FleetError(f"{path} is an .rknn, which only the RK3588 NPU runs, but --target is {target}",
-                         "use --target rk3588, or import the ONNX it was converted from")
+                         f"use --target {' | '.join(targets('rknn'))}, or import the ONNX it was converted from")
     return fmt
 
 
@@ -398,7 +412,7 @@ def _check_arch(path: Path, info: FileInfo, target: str) -> None:
     arch = info.arch
     if arch is None or arch == target:
         return
-    if (arch, target) in COMPATIBLE:
+    if (arch, target) in registry().compatible():
         info.notes.append(f"{path.name} is compiled for {arch}; HailoRT runs it on a {target} at lower "
                           "performance (it warns)")
         return
@@ -586,7 +600,7 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
         entry["compiled"] = fmt in ("hef", "rknn")
         if not entry["compiled"]:
             entry["compile_reason"] = (f"imported ONNX: an emulated {target} board runs it on onnxruntime; a real "
-                                       f"{target} board needs the compiled .{'rknn' if target == 'rk3588' else 'hef'}")
+                                       f"{target} board needs the compiled .{registry().by_accelerator(target).artifact_format}")
     if fmt == "hef":
         entry["hw_arch"] = info.arch or target
         entry["arch_verified"] = info.arch is not None
@@ -647,9 +661,6 @@ def import_model(file: Path, name: str, target: str, out: Path, *, reference: Pa
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     notes = list(info.notes)
-    if target == "hailo10h":
-        notes.append("no board family runs hailo10h yet (issue 15 §3 adds the Hailo-10H): fleet deploy ships this "
-                     "entry to no board until then")
     return {"entries": entries, "notes": notes, "cached": False}
 
 

@@ -35,7 +35,6 @@ from pathlib import Path
 
 from fleet.errors import FleetError
 
-BOARD_OF = {"hailo8l": "pi5-hailo8l", "hailo8": "pi5-hailo8l", "rk3588": "rk3588", "cpu": "cpu"}
 EVAL_TEXTS = 64   # MiniLM texts for the per-output comparison (half documents, half queries)
 
 
@@ -127,15 +126,18 @@ def run_parity(model: str, target: str = "cpu", artifacts_root: Path | None = No
     if recipe is None or recipe.pipeline is None:
         have = [r.name for r in recipes.all_recipes() if r.pipeline]
         raise FleetError(f"no parity recipe for model {model!r}", f"use one of {', '.join(have)}", exit_code=2)
-    if target not in BOARD_OF:
-        raise FleetError(f"unknown target {target!r}", f"use one of {', '.join(BOARD_OF)}", exit_code=2)
+    from fleet.families import registry
+
+    board_of = {f.accelerator: f.board_class for f in registry().families.values()}  # target -> board class
+    if target not in board_of:
+        raise FleetError(f"unknown target {target!r}", f"use one of {', '.join(board_of)}", exit_code=2)
     root_art = Path(artifacts_root or artifacts_dir())
     t0 = time.perf_counter()
     emulated = target != "cpu"
     options = recipe.parity_options(target, {"precision": "int8", "threads": threads})
     with tempfile.TemporaryDirectory(prefix="fleet-parity-") as tmp:
         data = {"speech": dataset_folder("speech"), collection: dataset_folder(collection)}
-        board_root = lay_out_board(Path(tmp), root_art, board=BOARD_OF[target], accelerator=target,
+        board_root = lay_out_board(Path(tmp), root_art, board=board_of[target], accelerator=target,
                                    emulated=emulated, models=(model,), data=data)
         agent = _agent(board_root)
         try:

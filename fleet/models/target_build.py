@@ -1,4 +1,5 @@
-"""``fleet models build MODEL --target hailo8l|hailo8|rk3588``: the NPU build of one model.
+"""``fleet models build MODEL --target hailo8l|hailo8|hailo10h|rk3588``: the NPU build of one model
+(the build target of an NPU board family, fleet.families).
 
 Writes ``artifacts/<target>/<model>/``:
 
@@ -8,8 +9,8 @@ Writes ``artifacts/<target>/<model>/``:
   suites' data (fleet.models.calibration);
 - ``<role>.int8.onnx``: the static QDQ INT8 emulation model (fleet.models.quantize), what an
   emulated board of this target runs in onnxruntime;
-- ``<role>.hef`` (hailo8l, hailo8: Hailo DFC) or ``<role>.rknn`` (rk3588: rknn-toolkit2),
-  when the toolchain is present.
+- ``<role>.hef`` (hailo8l, hailo8, hailo10h: Hailo DFC) or ``<role>.rknn`` (rk3588: rknn-toolkit2),
+  when the family's toolchain (``BoardFamily.toolchain``) is present.
 
 Manifest entries (docs/contracts.md §3), per role: variant ``fp32`` (onnx), ``int8`` (onnx,
 QDQ) and, when compiled, ``npu`` (hef | rknn). Every entry has ``toolchain`` {name, version},
@@ -36,8 +37,21 @@ from fleet.models import manifest as mf
 from fleet.models import recipes
 from fleet.models.skeleton import Report, build_group, cached_group, toolchain_versions
 
-HAILO_TARGETS = ("hailo8l", "hailo8")
-RKNN_TARGETS = ("rk3588",)
+
+
+def _toolchain(target: str) -> str | None:
+    """The compile adapter of ``target``'s board family (``hailo-dfc``, ``rknn-toolkit2``; fleet.families)."""
+    from fleet.families import registry
+
+    fam = registry().find(target)
+    return fam.toolchain if fam is not None and fam.build_target == target else None
+
+
+def _npu_targets() -> tuple[str, ...]:
+    from fleet.families import registry
+
+    return registry().npu_targets()
+
 CALIB_DIR = "calibration"
 # warn below this simulator-vs-fp32 cosine (MiniLM's own INT8 floor in the cpu build is 0.98)
 MIN_SIMULATOR_COSINE = 0.98
@@ -62,19 +76,19 @@ def compiler_state(target: str, rknn_venv: Path | None = None) -> dict:
         "quantization": the scheme the adapter applies, "reason": why not (with what to install
         and where from), "" when available}.
     """
-    if target in HAILO_TARGETS:
+    if _toolchain(target) == "hailo-dfc":
         from fleet.models.compile import hailo
 
         ok, info = hailo.available()
         name, quant = "hailo_dfc", hailo.QUANTIZATION
-    elif target in RKNN_TARGETS:
+    elif _toolchain(target) == "rknn-toolkit2":
         from fleet.models.compile import rknn
 
         ok, info = rknn.available(rknn_venv)
         name, quant = "rknn-toolkit2", rknn.quantization_name()
     else:
         raise FleetError(f"no NPU compiler for target {target!r}",
-                         f"NPU targets: {', '.join(HAILO_TARGETS + RKNN_TARGETS)}")
+                         f"NPU targets: {', '.join(t for t in _npu_targets() if _toolchain(t))}")
     return {"name": name, "available": ok, "version": info if ok else None,
             "quantization": quant, "reason": "" if ok else info}
 
@@ -111,10 +125,12 @@ def up_to_date(model: str, target: str, out: Path, source: dict, exporter: dict,
 def _compile(target: str, graph, work: Path, arrays: dict, rknn_venv: Path | None):
     """Run the target's compile adapter on one graph; returns a CompileResult."""
     src = work / graph.file
-    if target in HAILO_TARGETS:
+    if _toolchain(target) == "hailo-dfc":
         from fleet.models.compile import hailo
 
-        return hailo.compile_hef(src, graph.inputs, graph.outputs, arrays, target,
+        from fleet.families import by_accelerator
+
+        return hailo.compile_hef(src, graph.inputs, graph.outputs, arrays, by_accelerator(target).arch,
                                  work / f"{graph.role}.hef")
     from fleet.models.compile import rknn
 

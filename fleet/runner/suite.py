@@ -24,7 +24,8 @@ suite.yml keys:
                                      sample_hz, cooldown: {below_c, zone, timeout_s, poll_s}. A
                                      measurement breaking it is INVALID and fails the latency test
                                      with the reason.
-    thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated | hailo8l | hailo8 | rk3588 | cpu;
+    thresholds: {CLASS: {KEY: value|null}}  CLASS is emulated or a board family's accelerator
+                                     (hailo8l | hailo8 | hailo10h | rk3588 | cpu | a plug-in's);
                                      null = not measured for that class yet, reported, not enforced
     parity: {inputs: int, bounds: {CLASS: {KEY: value|null}}}  the NPU-stage parity test: `inputs`
                                      evaluation items (clips / texts) through the CPU fp32 reference
@@ -52,11 +53,22 @@ from pathlib import Path
 import yaml
 
 from fleet.errors import FleetError
-from fleet.inventory import ACCELERATORS, BOARD_CLASSES, Board
+from fleet.inventory import Board, accelerators, board_classes
 from fleet.measure.protocol import MeasurementConfig
 from fleet.remote.session import RECONNECT_TIMEOUT_S
 
-THRESHOLD_CLASSES = {"emulated"} | ACCELERATORS
+
+def threshold_classes() -> set[str]:
+    """suite.yml threshold classes: ``emulated`` and every board family's accelerator."""
+    return {"emulated"} | accelerators()
+
+
+def __getattr__(name: str):
+    if name == "THRESHOLD_CLASSES":  # older callers: read from the board families when asked
+        return threshold_classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 THRESHOLD_KEYS = {
     # key: (metric it bounds, "max" | "min", unit)
     "wer_max": ("wer", "max", "ratio"),
@@ -121,8 +133,8 @@ class Suite:
     pipeline: str
     model: str
     dataset: str
-    accelerators: set[str] = field(default_factory=lambda: set(ACCELERATORS))
-    boards: set[str] = field(default_factory=lambda: set(BOARD_CLASSES))
+    accelerators: set[str] = field(default_factory=accelerators)
+    boards: set[str] = field(default_factory=lambda: set(board_classes()))
     options: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
     request_timeout_s: float = 120.0
@@ -253,8 +265,8 @@ def load_suite(suite_dir: str | Path) -> Suite:
         raise FleetError(f"{d}: no test files (test_*.py) beside suite.yml",
                          f"add the suite's tests as {d}/test_<name>.py (see suites/whisper_hybrid)")
     req = data.get("requires") or {}
-    accs = set(req.get("accelerators") or ACCELERATORS)
-    boards = set(req.get("boards") or BOARD_CLASSES)
+    accs = set(req.get("accelerators") or accelerators())
+    boards = set(req.get("boards") or board_classes())
     th = data.get("thresholds") or {}
     warmup = data.get("warmup_requests", 1)
     try:  # the checks across keys (max_duration_s > min_duration_s ...)

@@ -29,7 +29,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from fleet.errors import FleetError
-from fleet.inventory import ACCELERATORS, BOARD_CLASSES
+from fleet.families import registry
+from fleet.inventory import accelerators, board_classes
 from fleet.measure.protocol import REMOVED_KEYS as REMOVED_MEASUREMENT_KEYS
 from fleet.remote.session import RECONNECT_TIMEOUT_S
 
@@ -111,17 +112,22 @@ def _options_schema() -> list[dict]:
     return out
 
 
-@lru_cache(maxsize=1)
 def suite_model() -> type[BaseModel]:
-    """The pydantic model of suite.yml (built once: the names come from the pipelines, the model
-    registry and the data-set catalog)."""
+    """The pydantic model of suite.yml (built once per board-family registry: the names come from
+    the pipelines, the board families, the model registry and the data-set catalog)."""
+    return _suite_model(registry())
+
+
+@lru_cache(maxsize=2)
+def _suite_model(_families) -> type[BaseModel]:
     from device_agent.pipelines import PIPELINES
     from fleet.datasets.catalog import load_catalog
     from fleet.models.build import KNOWN_MODELS
-    from fleet.runner.suite import ARM_PARITY_BOUND_KEYS, PARITY_BOUND_KEYS, THRESHOLD_CLASSES, THRESHOLD_KEYS
+    from fleet.runner.suite import ARM_PARITY_BOUND_KEYS, PARITY_BOUND_KEYS, THRESHOLD_KEYS, threshold_classes
 
-    Accelerator = _one_of("accelerator", ACCELERATORS, "fleet.inventory")
-    BoardClass = _one_of("board", BOARD_CLASSES, "fleet.inventory")
+    Accelerator = _one_of("accelerator", accelerators(), "fleet.families")
+    BoardClass = _one_of("board", board_classes(), "fleet.families")
+    THRESHOLD_CLASSES = threshold_classes()
     PipelineName = _one_of("pipeline", PIPELINES, "device_agent.pipelines")
     known_models = sorted(KNOWN_MODELS)
     from fleet.models.importer import NAME_RE

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="start emulated boards and write their inventory")
     common(up)
     up.add_argument("--boards", type=int, default=None, help="number of boards (default 3)")
-    up.add_argument("--mix", default=None, help="board classes and counts, e.g. pi5-hailo8l:2,rk3588:1")
+    up.add_argument("--mix", default=None, help="board families and counts, e.g. pi5-hailo8l:2,rk3588:1 "
+                    "(families: pi5-hailo8l, pi5-hailo8, pi5-hailo10h, rk3588, cpu, and plug-ins')")
     up.add_argument("--inventory", type=Path, default=None, help="inventory to write (default inventory/sim.yml)")
     up.add_argument("--arch", default="x86_64", choices=("x86_64", "aarch64"),
                     help="architecture of the boards (a --mix entry may name its own: pi5-hailo8l:1@aarch64); "

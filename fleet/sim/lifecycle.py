@@ -19,15 +19,10 @@ from pathlib import Path
 import yaml
 
 from fleet.errors import FleetError
+from fleet.families import registry
 from fleet.sim import aptproxy, netns, qemu, rootfs, sshd
 from fleet.sim.state import SimBoard, SimState, clear_state, load_state, save_state
 
-# board class -> (accelerator, short name used in hostnames)
-BOARD_KINDS = {
-    "pi5-hailo8l": ("hailo8l", "pi5"),
-    "rk3588": ("rk3588", "rk3588"),
-    "cpu": ("cpu", "cpu"),
-}
 PYTHON = "/usr/bin/python3"
 
 
@@ -39,8 +34,16 @@ AARCH64_WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 CPU_EMULATED = "qemu-user"
 
 
+#: the families of ``fleet sim up`` without --mix (N boards: half the first, rounded up, half the second)
+DEFAULT_MIX = ("pi5-hailo8l", "rk3588")
+
+
 def parse_mix(mix: str | None, boards: int | None) -> list[tuple[str, int]]:
-    """Turn ``--mix pi5-hailo8l:2,rk3588:1`` / ``--boards N`` into [(board class, count)].
+    """Turn ``--mix pi5-hailo8l:2,rk3588:1`` / ``--boards N`` into [(board family, count)].
+
+    A mix entry names a board family (fleet.families: ``pi5-hailo8l``, ``pi5-hailo8``,
+    ``pi5-hailo10h``, ``rk3588``, ``cpu``, or a plug-in's); the board gets the family's board
+    class and accelerator.
 
     Without a mix, N boards are split half Pi 5 + Hailo-8L (rounded up), half RK3588. An
     ``@ARCH`` suffix (see plan_boards) is accepted and dropped here.
@@ -52,7 +55,7 @@ def parse_mix(mix: str | None, boards: int | None) -> list[tuple[str, int]]:
 
 
 def plan_boards(mix: str | None, boards: int | None, arch: str = "x86_64") -> list[tuple[str, int, str]]:
-    """[(board class, count, arch)] from ``--mix``/``--boards`` and ``--arch``.
+    """[(board family, count, arch)] from ``--mix``/``--boards`` and ``--arch``.
 
     A mix entry may name its own architecture: ``pi5-hailo8l:1@aarch64,rk3588:1`` is one Pi 5
     under qemu-user and one x86 RK3588; entries without ``@`` take ``arch``. An aarch64 entry may
@@ -60,7 +63,7 @@ def plan_boards(mix: str | None, boards: int | None, arch: str = "x86_64") -> li
     checked and dropped here.
 
     Raises:
-        FleetError: unknown board class, architecture or suite, bad count, or --boards disagreeing with --mix.
+        FleetError: unknown board family, architecture or suite, bad count, or --boards disagreeing with --mix.
     """
     return [(k, c, a) for k, c, a, _ in _plan(mix, boards, arch)]
 
@@ -84,13 +87,14 @@ def plan_suites(mix: str | None, boards: int | None, arch: str = "x86_64", suite
 
 
 def _plan(mix: str | None, boards: int | None, arch: str) -> list[tuple[str, int, str, str]]:
+    families = registry().families
     if arch not in ARCHES:
         raise FleetError(f"--arch {arch}: unknown architecture", f"use {' or '.join(ARCHES)}")
     if not mix:
         n = 3 if boards is None else boards
         if n < 1:
             raise FleetError(f"--boards {n}: need at least one board", "use --boards 1 or more")
-        return [(k, c, arch, "") for k, c in (("pi5-hailo8l", (n + 1) // 2), ("rk3588", n // 2)) if c]
+        return [(k, c, arch, "") for k, c in ((DEFAULT_MIX[0], (n + 1) // 2), (DEFAULT_MIX[1], n // 2)) if c]
     out: list[tuple[str, int, str, str]] = []
     for part in [p.strip() for p in mix.split(",") if p.strip()]:
         spec, _, part_arch = part.partition("@")
@@ -107,8 +111,8 @@ def _plan(mix: str | None, boards: int | None, arch: str) -> list[tuple[str, int
                 raise FleetError(f"--mix: '{part}' names unknown Debian suite '{part_suite}'",
                                  f"use one of {', '.join(rootfs.SUITES)}, e.g. rk3588:1@aarch64:bullseye")
         kind, _, count = spec.partition(":")
-        if kind not in BOARD_KINDS:
-            raise FleetError(f"--mix: unknown board class '{kind}'", f"use {', '.join(BOARD_KINDS)}")
+        if kind not in families:
+            raise FleetError(f"--mix: unknown board family '{kind}'", f"use {', '.join(families)}")
         try:
             c = int(count or "1")
         except ValueError:
@@ -125,14 +129,16 @@ def _plan(mix: str | None, boards: int | None, arch: str) -> list[tuple[str, int
 
 
 def board_names(plan: list[tuple[str, int, str]]) -> list[tuple[str, str, str]]:
-    """[(board class, hostname, arch)]: ``sim-pi5-1`` for x86 boards, ``sim-pi5-a64-1`` for aarch64."""
+    """[(board family, hostname, arch)]: ``sim-pi5-1`` for x86 boards, ``sim-pi5-a64-1`` for aarch64
+    (``pi5`` is the family's ``sim_host``)."""
+    families = registry().families
     seen: dict[tuple[str, str], int] = {}
     out = []
     for kind, count, arch in plan:
         for _ in range(count):
             i = seen[(kind, arch)] = seen.get((kind, arch), 0) + 1
             infix = "-a64" if arch == "aarch64" else ""
-            out.append((kind, f"sim-{BOARD_KINDS[kind][1]}{infix}-{i}", arch))
+            out.append((kind, f"sim-{families[kind].sim_host}{infix}-{i}", arch))
     return out
 
 
@@ -253,10 +259,11 @@ def up(
                 root = bdir / "root"
                 if board_arch != "aarch64":
                     root.mkdir(parents=True, exist_ok=True)
+                fam = registry().get(kind)
                 board = SimBoard(
                     name=name,
-                    board=kind,
-                    accelerator=BOARD_KINDS[kind][0],
+                    board=fam.board_class,
+                    accelerator=fam.accelerator,
                     root=str(root),
                     address="127.0.0.1",
                     port=0,
@@ -447,7 +454,8 @@ def ssh_common_args(known_hosts: str) -> str:
 def write_inventory(state: SimState) -> Path:
     """Write the standard Ansible YAML inventory for the emulated boards (contracts §1).
 
-    Hosts sit under ``all`` and under a group per board class (``pi5_hailo8l``, ``rk3588``, ``cpu``).
+    Hosts sit under ``all`` and under a group per board class (``pi5_hailo8l``, ``pi5_hailo10h``,
+    ``rk3588``, ``cpu``).
     """
     hosts = {}
     groups: dict[str, dict] = {}

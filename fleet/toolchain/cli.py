@@ -49,16 +49,17 @@ def cmd_install(args: argparse.Namespace) -> int:
 def collect_status(venv: Path | None = None) -> dict:
     """{"hailo_dfc": {...}, "rknn": {...}}: usable?, version, where, and what to do if not."""
     from fleet.models.compile import hailo
+    from fleet.models.compile import rknn as rknn_compile
     from fleet.toolchain import rknn
 
     ok, info = hailo.available()
     st = rknn.status(venv)
     return {
         "hailo_dfc": {"available": ok, "version": info if ok else None,
-                      "targets": list(hailo.HW_ARCHS),
+                      "targets": list(hailo.hw_archs()),
                       "reason": "" if ok else info},
         "rknn": {"available": st.installed, "version": st.version, "venv": str(st.venv),
-                 "targets": ["rk3588"],
+                 "targets": list(rknn_compile.target_platforms()),
                  "reason": "" if st.installed else f"{st.reason}; run {rknn.INSTALL_HINT}"},
     }
 

@@ -30,7 +30,20 @@ import numpy as np
 from fleet.errors import FleetError
 from fleet.models.compile import CompileResult
 
-HW_ARCHS = ("hailo8l", "hailo8")
+
+
+def hw_archs() -> tuple[str, ...]:
+    """The DFC ``hw_arch`` names of the board families built with the Hailo DFC (fleet.families)."""
+    from fleet.families import registry
+
+    return tuple(f.arch for f in registry().with_toolchain("hailo-dfc"))
+
+
+def __getattr__(name: str):
+    if name == "HW_ARCHS":  # older callers: read from the board families when asked
+        return hw_archs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 DISTRIBUTION = "hailo-dataflow-compiler"  # the wheel's name: hailo_dataflow_compiler-3.x
 INSTALL_HINT = ("the Hailo Dataflow Compiler (Python package hailo_sdk_client, DFC v3.x for "
                 "Hailo-8/8L): it is not on PyPI — download the wheel from the Hailo Developer "
@@ -118,8 +131,8 @@ def compile_hef(graph: Path, inputs: list[dict], outputs: list[dict],
         FleetError: unknown hw_arch (exit 2); DFC missing (exit 3, with INSTALL_HINT); a DFC
             stage failed (exit 3, naming the stage and the DFC's message).
     """
-    if hw_arch not in HW_ARCHS:
-        raise FleetError(f"unknown Hailo hw_arch {hw_arch!r}", f"use one of {', '.join(HW_ARCHS)}")
+    if hw_arch not in hw_archs():
+        raise FleetError(f"unknown Hailo hw_arch {hw_arch!r}", f"use one of {', '.join(hw_archs())}")
     ok, why = available()
     if not ok:
         raise FleetError(f"cannot compile {Path(graph).name} for {hw_arch}: {why}",

@@ -31,7 +31,20 @@ from fleet.errors import FleetError
 from fleet.models.compile import CompileResult
 
 WORKER = Path(__file__).with_name("rknn_worker.py")
-TARGET_PLATFORMS = ("rk3588",)
+
+
+def target_platforms() -> tuple[str, ...]:
+    """rknn-toolkit2 ``target_platform`` names of the board families built with it (fleet.families)."""
+    from fleet.families import registry
+
+    return tuple(f.arch for f in registry().with_toolchain("rknn-toolkit2"))
+
+
+def __getattr__(name: str):
+    if name == "TARGET_PLATFORMS":  # older callers: read from the board families when asked
+        return target_platforms()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 QUANTIZED_DTYPE = "w8a8"
 QUANTIZED_ALGORITHM = "normal"
 QUANTIZED_METHOD = "channel"
@@ -124,9 +137,9 @@ def compile_rknn(graph: Path, inputs: list[dict], arrays: dict[str, np.ndarray],
     """
     from fleet.toolchain import rknn as tc
 
-    if target_platform not in TARGET_PLATFORMS:
+    if target_platform not in target_platforms():
         raise FleetError(f"unknown RKNN target_platform {target_platform!r}",
-                         f"use one of {', '.join(TARGET_PLATFORMS)}")
+                         f"use one of {', '.join(target_platforms())}")
     py = tc.venv_python(venv)
     if not py.exists():
         raise FleetError(f"cannot compile {Path(graph).name} for {target_platform}: no "
