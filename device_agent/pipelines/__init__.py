@@ -1,16 +1,35 @@
-"""Declared pipelines, by name. Only these can be loaded or run."""
+"""Declared pipelines, by name. Only these can be loaded or run.
+
+A pipeline is one module of this package defining a :class:`Pipeline` subclass with a ``name``
+(e.g. ``rag_hybrid.py`` -> ``rag.hybrid``): the registry finds every module here, so a new
+pipeline is one new file (docs/extending.md). Helper modules (``base``, ``npu_stage``) define none.
+"""
 
 from __future__ import annotations
 
-from ..protocol import UnknownPipeline
-from .asr_whisper import WhisperHybrid
-from .base import Option, Pipeline
-from .model_bench import ModelBench
-from .rag_hybrid import RagHybrid
-from .vc_pitch_shift import VcPitchShift
+import importlib
+import pkgutil
 
-PIPELINES: dict[str, type[Pipeline]] = {WhisperHybrid.name: WhisperHybrid, RagHybrid.name: RagHybrid,
-                                       VcPitchShift.name: VcPitchShift, ModelBench.name: ModelBench}
+from ..protocol import UnknownPipeline
+from .base import Option, Pipeline
+
+
+def _discover() -> dict[str, type[Pipeline]]:
+    found: dict[str, type[Pipeline]] = {}
+    for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        module = importlib.import_module(f"{__name__}.{mod}")
+        for obj in vars(module).values():
+            # only classes defined in that module (an imported base or sibling is not redeclared)
+            if (isinstance(obj, type) and issubclass(obj, Pipeline) and obj is not Pipeline
+                    and obj.__module__ == module.__name__ and obj.name):
+                if obj.name in found:
+                    raise RuntimeError(f"pipeline name {obj.name!r} declared twice "
+                                       f"({found[obj.name].__module__}, {module.__name__})")
+                found[obj.name] = obj
+    return found
+
+
+PIPELINES: dict[str, type[Pipeline]] = _discover()
 
 
 def npu_roles(model: str) -> set[str]:
