@@ -110,6 +110,10 @@ class Counter(Sensor):
         self.channel("power", "W", "power")
         self.channel("temp", "°C", "temperature")
 
+    @classmethod
+    def probe(cls, config, roots, **_):
+        return cls()
+
     def read(self):
         self.n += 1
         return {f"{self.source}.power": 2.0, f"{self.source}.temp": 40.0 + self.n}, {}
@@ -121,6 +125,10 @@ class Broken(Sensor):
     def __init__(self):
         super().__init__()
         self.channel("x", "W", "power")
+
+    @classmethod
+    def probe(cls, config, roots, **_):
+        return cls()
 
     def read(self):
         raise RuntimeError("boom")
@@ -240,6 +248,10 @@ def test_non_finite_readings_become_errors_not_invalid_json():
             super().__init__()
             self.channel("temp", "°C", "temperature")
 
+        @classmethod
+        def probe(cls, config, roots, **_):
+            return cls()
+
         def read(self):
             return {"nan.temp": float("nan")}, {}
 
@@ -254,3 +266,22 @@ def test_run_without_input_is_refused_before_sampling(agent):
     rep = agent.handle(Request(1, "run", {"pipeline": "asr.fake"}))
     assert rep.ok  # the fake run accepts anything; the real Agent.run refuses (tests/test_agent_serve.py)
     assert "telemetry" not in rep.result
+
+
+def test_a_sensor_without_read_or_probe_cannot_be_made():
+    class NoRead(Sensor):
+        source = "noread"
+
+        @classmethod
+        def probe(cls, config, roots, **_):
+            return cls()
+
+    class NoProbe(Sensor):
+        source = "noprobe"
+
+        def read(self):
+            return {}, {}
+
+    for cls in (NoRead, NoProbe):
+        with pytest.raises(TypeError, match="abstract"):
+            cls()

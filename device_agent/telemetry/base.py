@@ -28,6 +28,7 @@ memory          MiB
 
 from __future__ import annotations
 
+import abc
 import os
 import shlex
 import subprocess
@@ -212,9 +213,10 @@ def read_int(path: Path) -> int:
         raise SensorUnavailable(f"{path}: expected an integer, got {text[:40]!r}") from None
 
 
-class Sensor:
-    """A telemetry source. Subclasses set ``source``, build ``channels`` in ``__init__`` and
-    implement ``read``; ``probe`` returns an instance when the source exists here.
+class Sensor(abc.ABC):
+    """A telemetry source (an ABC, like the backends and pipelines). Subclasses set ``source``,
+    build ``channels`` in ``__init__`` and implement ``probe`` (an instance when the source exists
+    here, else None) and ``read``; a class missing either cannot be instantiated.
 
     Attributes:
         source: plug-in name (also the channel-name prefix).
@@ -233,9 +235,9 @@ class Sensor:
         self.channels: list[Channel] = []
 
     @classmethod
+    @abc.abstractmethod
     def probe(cls, config, roots: Roots, **kwargs) -> "Sensor | None":
         """An instance when this source is present for ``config`` (a BoardConfig), else None."""
-        raise NotImplementedError
 
     def channel(self, quantity: str, unit: str, kind: str, note: str = "") -> Channel:
         """Declare a channel named ``<source>.<quantity>``."""
@@ -246,10 +248,10 @@ class Sensor:
     def start(self) -> None:
         """Called when a sampling window opens (e.g. to prime counters). Default: nothing."""
 
+    @abc.abstractmethod
     def read(self) -> tuple[dict[str, float | None], dict[str, str]]:
         """One reading: (channel name → value or None, channel or sensor name → error message).
         Never raises."""
-        raise NotImplementedError
 
     def describe(self) -> dict:
         """{source, emulated, channels, note} for the agent's ``info``."""
