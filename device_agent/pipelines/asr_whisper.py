@@ -217,6 +217,8 @@ class WhisperHybrid(Pipeline):
     name = "asr.whisper_hybrid"
     default_model = "whisper-tiny.en"
     NPU_ROLES = ENCODER_NPU_ROLES  # not decoder_npu: the full-NPU decoder is built, no pipeline runs it
+    NPU_STAGE = "encoder"  # the info key of the NPU stage parity compares
+    PARITY_REFERENCE_ROLE = "encoder"  # its cpu fp32 reference in the manifest
     OPTIONS = (
         Option("precision", str, None, "ONNX variant for the CPU stages (and the encoder when it runs "
                "on onnx): fp32 or int8; default int8 on NPU boards (NPUs run int8), fp32 on cpu",
@@ -413,6 +415,42 @@ class WhisperHybrid(Pipeline):
 
     def _emulated(self, backend: str) -> bool:
         return bool(self.config.emulated and self.config.npu and backend == "onnx")
+
+    def parity(self, config, backends: dict, inputs: list, options: dict) -> dict:
+        """NPU-stage parity: each clip's encoder output from the cpu fp32 reference and from this
+        board's encoder (cosine, max abs error), and both decoded by the same greedy decoder.
+
+        Returns the parity op's stage part (device_agent.parity): output, reference, per_input,
+        summary. Raises BadInput (a bad input), ModelError (the fp32 reference is missing)."""
+        from .. import parity as par
+
+        ref_model, ref_art, ref_sha = par.reference_model(self, self.PARITY_REFERENCE_ROLE, backends)
+        decode = self._decode_onnx if self.info["decoder"]["backend"] == "onnx" else self._decode_ct2
+        rows, per_window = [], []
+        for inp in inputs:
+            if not isinstance(inp, str) or not inp:
+                raise BadInput(f"parity input {inp!r} is not an audio path", "pass paths like data/speech/jfk.flac")
+            path = config.resolve(inp, "input")
+            audio = load_audio(path, max_seconds=options["max_audio_s"])
+            ms = {"mel": 0.0, "encoder": 0.0, "cross_kv": 0.0, "decoder": 0.0}
+            ref_ids, cand_ids, cmp = [], [], []
+            for start, end in split_windows(audio, search_s=options["window_search_s"]):
+                mel = log_mel(audio[start:end], self.filters)
+                ref = ref_model.run({ref_model.inputs[0].name: mel})[ref_model.outputs[0].name]
+                ref = np.asarray(ref, np.float32).reshape(1, -1, ref.shape[-1])
+                cand = self._encode(mel)
+                cmp.append(par.compare(ref, cand))
+                ref_ids += decode(ref, options, ms)
+                cand_ids += decode(cand, options, ms)
+            per_window += cmp
+            rows.append({"input": inp, "windows": len(cmp),
+                         "cosine": min(c["cosine"] for c in cmp),
+                         "max_abs_err": max(c["max_abs_err"] for c in cmp),
+                         "text_reference": self.tokenizer.decode(ref_ids, skip_special_tokens=True).strip(),
+                         "text_candidate": self.tokenizer.decode(cand_ids, skip_special_tokens=True).strip()})
+        return {"output": "encoder_out", "reference": {"backend": "onnx", "artifact": ref_art.file,
+                                                       "precision": "fp32", "sha256": ref_sha},
+                "per_input": rows, "summary": par.summarize(per_window)}
 
     def unload(self) -> None:
         for m in (self.encoder, self.cross_kv, self.decoder):

@@ -76,6 +76,10 @@ class Pipeline(abc.ABC):
     #: manifest roles of the NPU-target artifacts this pipeline loads (what deploy ships to an NPU
     #: board of its model's target build; fleet.deploy.artifacts.target_entries)
     NPU_ROLES: tuple[str, ...] = ()
+    #: the key of ``self.info`` describing the NPU stage (backend, artifact, emulation) and the
+    #: manifest role of its cpu fp32 reference: what the ``parity`` op compares (device_agent.parity)
+    NPU_STAGE: str = ""
+    PARITY_REFERENCE_ROLE: str = ""
 
     def __init__(self, config: BoardConfig):
         self.config = config
@@ -133,3 +137,20 @@ class Pipeline(abc.ABC):
     @abc.abstractmethod
     def unload(self) -> None:
         """Release every model (idempotent)."""
+
+    # -- parity ------------------------------------------------------------------------------
+    @classmethod
+    def has_parity(cls) -> bool:
+        """True when the pipeline implements ``parity``."""
+        return cls.parity is not Pipeline.parity
+
+    def parity(self, config: BoardConfig, backends: dict[str, Backend], inputs: list, options: dict) -> dict:
+        """The NPU stage of a loaded pipeline against its cpu fp32 reference on ``inputs`` (audio
+        paths or texts): {"output", "reference", "per_input", "summary", ...}, see
+        device_agent.parity. Pipelines with an NPU stage override it.
+
+        Raises:
+            BadInput: this pipeline has no parity check, or a bad input.
+            ModelError: the reference model is not deployed or fails.
+        """
+        raise BadInput(f"pipeline {self.name!r} has no parity check", "use a pipeline with an NPU stage")

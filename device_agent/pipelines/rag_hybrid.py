@@ -92,6 +92,8 @@ class RagHybrid(Pipeline):
     name = "rag.hybrid"
     default_model = "minilm-l6-v2"
     NPU_ROLES = ENCODER_NPU_ROLES
+    NPU_STAGE = "encoder"  # the info key of the NPU stage parity compares
+    PARITY_REFERENCE_ROLE = "encoder_static"  # its cpu fp32 reference in the manifest
     OPTIONS = (
         Option("precision", str, None, "encoder variant: fp32 or int8; default int8 on NPU boards "
                "(what the NPU runs), fp32 on cpu boards", choices=("fp32", "int8"), load=True),
@@ -215,6 +217,31 @@ class RagHybrid(Pipeline):
             "reranker": rer_info, "models": models,
         }
         return self.info
+
+    def parity(self, config, backends: dict, inputs: list, options: dict) -> dict:
+        """NPU-stage parity: each text's raw sentence embedding from the cpu fp32 ``encoder_static``
+        and from this board's embedder (cosine, max abs error).
+
+        Returns the parity op's stage part (device_agent.parity): output, reference, per_input,
+        summary. Raises BadInput (a bad input), ModelError (the fp32 reference is missing)."""
+        from .. import parity as par
+
+        ref_model, ref_art, ref_sha = par.reference_model(self, self.PARITY_REFERENCE_ROLE, backends)
+        ref = Embedder(ref_model, self.embedder.tok)
+        rows = []
+        for i, text in enumerate(inputs):
+            if not isinstance(text, str) or not text.strip():
+                raise BadInput(f"parity input {i} is not a non-empty text", "pass texts (queries or documents)")
+            # raw graph outputs (before the pipeline's re-normalisation): what the NPU stage returns
+            enc = self.embedder.tok.encode(text)
+            a = ref._arrays([enc], ref.static_len or len(enc.ids))
+            b = self.embedder._arrays([enc], self.embedder.static_len or len(enc.ids))
+            r = ref._run(*a)
+            c = self.embedder._run(*b)
+            rows.append({"input": i, "tokens": len(enc.ids), "truncated": bool(enc.overflowing), **par.compare(r, c)})
+        return {"output": "sentence_embedding",
+                "reference": {"backend": "onnx", "artifact": ref_art.file, "precision": "fp32", "sha256": ref_sha},
+                "per_input": rows, "summary": par.summarize(rows)}
 
     def unload(self) -> None:
         for m in (self.embedder.model if self.embedder else None, self.reranker.model if self.reranker else None):

@@ -99,6 +99,8 @@ class VcPitchShift(Pipeline):
     name = "vc.pitch_shift"
     default_model = "crepe-tiny"
     NPU_ROLES = PITCH_NPU_ROLES
+    NPU_STAGE = "pitch"  # the info key of the NPU stage parity compares
+    PARITY_REFERENCE_ROLE = "pitch"  # its cpu fp32 reference in the manifest
     OPTIONS = (
         Option("precision", str, None, "CREPE ONNX variant: fp32 or int8 (static QDQ); default int8 on NPU "
                "boards (what the NPU runs), fp32 on cpu boards", choices=("fp32", "int8"), load=True),
@@ -204,6 +206,55 @@ class VcPitchShift(Pipeline):
             "slots": slots, "models": {art.file: sha},
         }
         return self.info
+
+    def parity(self, config, backends: dict, inputs: list, options: dict) -> dict:
+        """CREPE salience parity + pitch difference (cents) per clip, on the loud frames the
+        pipeline would infer (same framing, hop, silence gate and decoder as ``run``).
+
+        Returns the parity op's stage part (device_agent.parity): output, reference, per_input,
+        summary. Raises BadInput (a bad input), ModelError (the fp32 reference is missing)."""
+        from .. import parity as par
+
+        ref_model, ref_art, ref_sha = par.reference_model(self, self.PARITY_REFERENCE_ROLE, backends)
+
+        def ref_infer(frames):
+            t = ref_model.inputs[0]
+            x = np.ascontiguousarray(frames, np.float32).reshape([d if isinstance(d, int) else -1 for d in t.shape])
+            y = ref_model.run({t.name: x})[ref_model.outputs[0].name]
+            return np.asarray(y, np.float32).reshape(len(frames), crepe.PITCH_BINS)
+
+        hop = 16000 * options["crepe_hop_ms"] // 1000
+        dec = crepe.decode_viterbi if options["decoder"] == "viterbi" else crepe.decode_weighted
+        rows, all_cents = [], []
+        for inp in inputs:
+            if not isinstance(inp, str) or not inp:
+                raise BadInput(f"parity input {inp!r} is not an audio path", "pass paths like data/speech/jfk.flac")
+            audio = load_audio(config.resolve(inp, "input"), max_seconds=options["max_audio_s"])
+            frames, rms_db = crepe.frame_audio(audio, hop)
+            loud = rms_db >= options["silence_db"]
+            if not loud.any():
+                raise BadInput(f"{inp}: every frame is below silence_db={options['silence_db']} dBFS",
+                               "pass speech or music, or lower silence_db")
+            ref = crepe.run_batched(frames[loud], self.batch, ref_infer)
+            cand = crepe.run_batched(frames[loud], self.batch, self._infer)
+            f_ref, b_ref = dec(ref, options["fmin"], options["fmax"])
+            f_cand, _ = dec(cand, options["fmin"], options["fmax"])
+            voiced = crepe.periodicity(ref, b_ref) >= options["voicing_threshold"]
+            cents = np.abs(crepe.hz_to_cents(f_cand[voiced]) - crepe.hz_to_cents(f_ref[voiced]))
+            all_cents.append(cents)
+            rows.append({"input": inp, "frames": int(loud.sum()), "voiced_frames": int(voiced.sum()),
+                         "median_abs_cents": round(float(np.median(cents)), 3) if cents.size else None,
+                         "mean_abs_cents": round(float(cents.mean()), 3) if cents.size else None,
+                         **par.compare(ref, cand)})
+        c = np.concatenate(all_cents) if all_cents else np.zeros(0)
+        pitch = {"voiced_frames": int(c.size),
+                 "median_abs_cents": round(float(np.median(c)), 3) if c.size else None,
+                 "mean_abs_cents": round(float(c.mean()), 3) if c.size else None,
+                 "p95_abs_cents": round(float(np.percentile(c, 95)), 3) if c.size else None,
+                 "over_50_cents": round(float((c > 50).mean()), 5) if c.size else None}
+        return {"output": "salience", "stage": "pitch",
+                "reference": {"backend": "onnx", "artifact": ref_art.file, "precision": "fp32", "sha256": ref_sha},
+                "per_input": rows, "summary": par.summarize(rows), "pitch": pitch}
 
     def unload(self) -> None:
         if self.model is not None:
