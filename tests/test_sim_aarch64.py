@@ -315,6 +315,25 @@ def test_aarch64_deploy_from_bare_doctor_whisper_smoke(tmp_path):
     assert not _mounts_under(state_dir) and not qemu.processes_in(Path(b.chroot))
 
 
+def _one_board_python_gathered(tmp_path, mix: str, what: str):
+    """`sim up` one aarch64 board of ``mix`` and drop ``fleet_python_version`` from its inventory,
+    as a lab inventory that does not say it (deploy then gathers it): (state_dir, inventory, board)."""
+    state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
+    t0 = time.monotonic()
+    state = lifecycle.up(state_dir, inv, mix=mix, log=print)
+    print(f"sim up ({what} board, image cached or built) {time.monotonic() - t0:.1f} s")
+    try:
+        doc = yaml.safe_load(inv.read_text())
+        for hv in doc["all"]["hosts"].values():
+            del hv["fleet_python_version"]
+        inv.write_text(yaml.safe_dump(doc))
+        (board,) = state.boards
+    except BaseException:
+        lifecycle.down(state_dir)
+        raise
+    return state_dir, inv, board
+
+
 @BOARD
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_model(PROBE_MODEL), reason=f"needs artifacts of {PROBE_MODEL} (make models)")
@@ -325,17 +344,9 @@ def test_bullseye_board_is_refused_before_anything_is_copied(tmp_path):
     image (about 3 min), later runs reuse it."""
     from fleet.deploy.run import deploy
 
-    state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
-    t0 = time.monotonic()
-    state = lifecycle.up(state_dir, inv, mix="rk3588:1@aarch64:bullseye", log=print)
-    print(f"sim up (bullseye board, image cached or built) {time.monotonic() - t0:.1f} s")
-    (old,) = state.boards
+    state_dir, inv, old = _one_board_python_gathered(tmp_path, "rk3588:1@aarch64:bullseye", "bullseye")
     try:
         assert (old.name, old.suite, old.python_version) == ("sim-rk3588-a64-1", "bullseye", "3.9")
-        doc = yaml.safe_load(inv.read_text())
-        for hv in doc["all"]["hosts"].values():
-            del hv["fleet_python_version"]  # as a lab inventory that does not say it: gathered
-        inv.write_text(yaml.safe_dump(doc))
         t1 = time.monotonic()
         result = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
         print(f"deploy (bullseye refused) {time.monotonic() - t1:.1f} s")
@@ -372,17 +383,9 @@ def test_trixie_board_deploys_from_bare(tmp_path):
     cp313, the Python gathered from the board (the inventory does not state it)."""
     from fleet.deploy.run import deploy
 
-    state_dir, inv = tmp_path / "sim", tmp_path / "inventory" / "sim.yml"
-    t0 = time.monotonic()
-    state = lifecycle.up(state_dir, inv, mix="pi5-hailo8l:1@aarch64:trixie", log=print)
-    print(f"sim up (trixie board, image cached or built) {time.monotonic() - t0:.1f} s")
-    (new,) = state.boards
+    state_dir, inv, new = _one_board_python_gathered(tmp_path, "pi5-hailo8l:1@aarch64:trixie", "trixie")
     try:
         assert (new.name, new.suite, new.python_version) == ("sim-pi5-a64-1", "trixie", "3.13")
-        doc = yaml.safe_load(inv.read_text())
-        for hv in doc["all"]["hosts"].values():
-            del hv["fleet_python_version"]  # as a lab inventory that does not say it: gathered
-        inv.write_text(yaml.safe_dump(doc))
         t1 = time.monotonic()
         result = deploy(inv, models=(PROBE_MODEL,), datasets=(), runs_dir=tmp_path / "runs")
         print(f"deploy (trixie from bare) {time.monotonic() - t1:.1f} s")
