@@ -37,6 +37,7 @@ import pytest
 
 from fleet.errors import FleetError
 from fleet.measure.protocol import emulation_reason
+from fleet.runner.parity_check import bound_failures
 from fleet.runner.suite import ARM_PARITY_BOUND_KEYS
 
 if TYPE_CHECKING:
@@ -210,15 +211,5 @@ def record_and_check(board: Board, suite: Suite, record: Recorder, ref: X86Refer
                                  f"vs {ref.label}", **summary})
     for row in rows:
         record.output(row)
-    fails = []
-    for key, lim in suite.arm_parity_bounds_for(board).items():
-        if lim is None:
-            continue
-        metric, kind, _ = ARM_PARITY_BOUND_KEYS[key]
-        if metric not in metrics:
-            fails.append(f"arm_parity.bounds sets {key} but this test records no {metric}")
-            continue
-        v = metrics[metric][0]
-        if (v < lim) if kind == "min" else (v > lim):
-            fails.append(f"{metric} {v:.5g} {'<' if kind == 'min' else '>'} {lim}")
+    fails = bound_failures(suite.arm_parity_bounds_for(board), ARM_PARITY_BOUND_KEYS, metrics, "arm_parity.bounds")
     assert not fails, f"ARM-kernel parity on {board.name} vs {REFERENCE_ARCH}, {what}: " + "; ".join(fails)

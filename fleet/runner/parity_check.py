@@ -98,16 +98,30 @@ def record_and_check(board: Board, suite: Suite, record: Recorder, result: dict,
                    **(output_extra or {})})
     for row in rows:
         record.output(row)
+    fails = bound_failures(suite.parity_bounds_for(board), PARITY_BOUND_KEYS, values, "parity.bounds",
+                           lambda key: BOUND_TEXT.get(key, key).format(output=output))
+    assert not fails, f"parity ({what}) on {board.name}, {inputs}: " + "; ".join(fails)
+
+
+def bound_failures(bounds: dict, keys: dict, values: dict, where: str, text=None) -> list[str]:
+    """The broken bounds of a suite.yml bounds block, as messages (empty: all hold).
+
+    Args:
+        bounds: bound key -> limit (None = not measured on this class yet: reported, not enforced).
+        keys: bound key -> (metric name, "min" | "max", help), e.g. PARITY_BOUND_KEYS.
+        values: metric name -> (value, unit, better), as recorded.
+        where: the block's name in suite.yml for the message (``parity.bounds``).
+        text: bound key -> how the message names the value (default: the metric name).
+    """
     fails = []
-    for key, lim in suite.parity_bounds_for(board).items():
+    for key, lim in bounds.items():
         if lim is None:
-            continue  # not measured on this class yet: reported, not enforced
-        metric, kind, _ = PARITY_BOUND_KEYS[key]
-        text = BOUND_TEXT.get(key, key).format(output=output)
+            continue
+        metric, kind, _ = keys[key]
         if metric not in values:
-            fails.append(f"parity.bounds sets {key} but this test records no {metric}")
+            fails.append(f"{where} sets {key} but this test records no {metric}")
             continue
         v = values[metric][0]
         if (v < lim) if kind == "min" else (v > lim):
-            fails.append(f"{text} {v:.5g} {'<' if kind == 'min' else '>'} {lim}")
-    assert not fails, f"parity ({what}) on {board.name}, {inputs}: " + "; ".join(fails)
+            fails.append(f"{text(key) if text else metric} {v:.5g} {'<' if kind == 'min' else '>'} {lim}")
+    return fails
